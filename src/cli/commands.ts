@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerDemo } from './demo.ts';
+import { registerParity } from './parity.ts';
 
 /** Every CLI command, in the order `emosllm --help` lists them. Add new commands here. */
-export const commands: Array<(program: Command) => void> = [registerDemo];
+export const commands: Array<(program: Command) => void> = [registerParity, registerDemo];

@@ -1,0 +1,21 @@
+import type { Command } from 'commander';
+import { formatTable } from '../models/parity/compare.ts';
+import { runParity } from '../models/parity/index.ts';
+
+export function registerParity(program: Command): void {
+  program
+    .command('parity')
+    .description('compare our models with Hugging Face reference outputs in a fixtures folder (hf-parity layout)')
+    .argument('<dir>', 'fixtures root, e.g. ../shared/fixtures/hf-parity')
+    .option('--only <folders>', 'comma-separated folder names to check')
+    .option('--json', 'print rows as JSON lines instead of a table')
+    .action(async (dir: string, opts: { only?: string; json?: boolean }) => {
+      const rows = await runParity(dir, { only: opts.only?.split(',').map((s) => s.trim()) });
+      if (opts.json) for (const r of rows) console.log(JSON.stringify(r));
+      else console.log(formatTable(rows));
+      const failed = rows.filter((r) => r.status === 'FAIL');
+      const uncovered = rows.filter((r) => r.status === 'not covered');
+      console.log(`\n${rows.length - failed.length - uncovered.length} passed, ${failed.length} failed, ${uncovered.length} not covered`);
+      if (failed.length) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,52 @@
+/**
+ * Checkpoint tensors as graph constants. Frozen weights stay in their safetensors file: the graph refers to
+ * the bytes by offset and ONNX Runtime reads them (F16/BF16 are cast to float32 once, at session creation).
+ */
+import type { DType, Graph, Value } from '../graph/ir.ts';
+import { SafetensorsCheckpoint, type SafeDType } from '../io/safetensors.ts';
+import { UserError } from '../util/errors.ts';
+
+const STORED: Partial<Record<SafeDType, DType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
+
+export class Weights {
+  private used = new Set<string>();
+  constructor(
+    readonly ckpt: SafetensorsCheckpoint,
+    readonly where: string,
+  ) {}
+
+  static open(pathOrDir: string): Weights {
+    return new Weights(SafetensorsCheckpoint.open(pathOrDir), pathOrDir);
+  }
+
+  has(name: string): boolean {
+    return this.ckpt.has(name);
+  }
+
+  /** A frozen float32 weight; `shape` is what the config implies (checked, so a wrong checkpoint fails here). */
+  frozen(g: Graph, name: string, shape: number[]): Value {
+    if (!this.ckpt.has(name)) throw new UserError(`missing tensor "${name}"`, this.where);
+    const info = this.ckpt.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+    const stored = STORED[info.dtype];
+    if (!stored) throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file);
+    this.used.add(name);
+    return g.fileConstant({ file: info.file, offset: info.offset, byteLength: info.byteLength, storedDtype: stored }, shape, 'float32', name);
+  }
+
+  /** Reads a tensor into memory as float32 (small tensors, or weights we transform before use). */
+  read(name: string, shape?: number[]): Float32Array {
+    if (!this.ckpt.has(name)) throw new UserError(`missing tensor "${name}"`, this.where);
+    const info = this.ckpt.info(name);
+    if (shape && (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])))
+      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+    this.used.add(name);
+    return this.ckpt.readF32(name);
+  }
+
+  /** Names in the checkpoint that no graph used (reported by loaders that want to be strict). */
+  unused(): string[] {
+    return this.ckpt.names().filter((n) => !this.used.has(n));
+  }
+}
