@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../data/rng.ts';
+import { PromptBuilder, TextTokenizer, builtinLlama3TokenizerDir } from '../models/prompt.ts';
+import { type Example, IGNORE_INDEX, bucketBatches, buildBatch, cropWindow, epochOrder } from './batches.ts';
+
+const tok = TextTokenizer.load(builtinLlama3TokenizerDir());
+const labels = ['anger', 'happiness', 'neutral'];
+const prompt = new PromptBuilder(tok, labels);
+
+function clip(id: string, frames: number, label: number, transcript?: string): Example {
+  const dim = 3;
+  const states = [0, 1].map((l) => Float32Array.from({ length: frames * dim }, (_, i) => l * 1000 + i));
+  return { id, states: { states, frames, dim }, label, transcript };
+}
+
+describe('buildBatch', () => {
+  const nQ = 4;
+  const exs = [clip('a', 10, 1, 'Hallo Welt.'), clip('b', 6, 0)];
+  const b = buildBatch(exs, prompt, { crop: { kind: 'whole', maxFrames: 100 }, nQueries: nQ, withAnswers: true });
+
+  it('pads frames with a mask and keeps layer order', () => {
+    expect([b.layers, b.size, b.frames, b.dim]).toEqual([2, 2, 10, 3]);
+    expect(Array.from(b.frameMask.slice(10, 20), Number)).toEqual([1, 1, 1, 1, 1, 1, 0, 0, 0, 0]);
+    // layer 1, item 1, frame 5, channel 2 = 1000 + 5*3 + 2
+    expect(b.hiddenStates[((1 * 2 + 1) * 10 + 5) * 3 + 2]).toBe(1017);
+    expect(b.hiddenStates[((1 * 2 + 1) * 10 + 6) * 3]).toBe(0); // padding
+  });
+
+  it('aligns answer targets with the logits one position earlier (HF label shift)', () => {
+    for (let row = 0; row < 2; row++) {
+      const answer = prompt.answerIds[exs[row].label!];
+      const pLen = b.promptLens[row];
+      for (let k = 0; k < b.answerLen; k++) {
+        const target = Number(b.lossTargets[row * b.answerLen + k]);
+        if (k >= answer.length) {
+          expect(target).toBe(IGNORE_INDEX);
+          continue;
+        }
+        const pos = Number(b.lossPositions[row * b.answerLen + k]);
+        expect(target).toBe(answer[k]);
+        // the token at pos+1 of [audio | text] is the target
+        expect(Number(b.textIds[row * b.textLen + (pos + 1 - nQ)])).toBe(target);
+        expect(pos + 1 - nQ).toBe(pLen + k);
+      }
+      const valid = Array.from(b.attentionMask.slice(row * (nQ + b.textLen), (row + 1) * (nQ + b.textLen)), Number).reduce((s, x) => s + x, 0);
+      expect(valid).toBe(nQ + pLen + answer.length);
+    }
+  });
+
+  it('leaves answers out for scoring batches', () => {
+    const s = buildBatch(exs, prompt, { crop: { kind: 'center', frames: 4 }, nQueries: nQ, withAnswers: false });
+    expect(s.textLen).toBe(Math.max(...s.promptLens));
+    expect(Array.from(s.lossTargets, Number).every((t) => t === IGNORE_INDEX)).toBe(true);
+    expect(s.frames).toBe(4);
+    expect(s.hiddenStates[0]).toBe(3 * 3); // centre crop of 10 frames to 4 starts at frame 3
+  });
+});
+
+describe('sampling', () => {
+  it('crops stay inside the clip and are seeded', () => {
+    const r1 = new Rng(5);
+    const r2 = new Rng(5);
+    for (let i = 0; i < 100; i++) {
+      const w = cropWindow(50, { kind: 'random', frames: 20, rng: r1 });
+      expect(w.start).toBeGreaterThanOrEqual(0);
+      expect(w.start + w.length).toBeLessThanOrEqual(50);
+      expect(cropWindow(50, { kind: 'random', frames: 20, rng: r2 })).toEqual(w);
+    }
+    expect(cropWindow(10, { kind: 'random', frames: 20, rng: r1 })).toEqual({ start: 0, length: 10 });
+  });
+
+  it('class-balanced order visits classes about equally', () => {
+    const labelsOf = [...new Array(90).fill(0), ...new Array(10).fill(1)];
+    const counts = [0, 0];
+    const rng = new Rng(1);
+    for (let e = 0; e < 50; e++) for (const i of epochOrder(100, rng, labelsOf)) counts[labelsOf[i]]++;
+    expect(counts[1] / (counts[0] + counts[1])).toBeGreaterThan(0.45);
+    expect(counts[1] / (counts[0] + counts[1])).toBeLessThan(0.55);
+  });
+
+  it('bucketing keeps every example once and groups similar lengths', () => {
+    const rng = new Rng(2);
+    const lengths = Array.from({ length: 64 }, (_, i) => (i * 37) % 64);
+    const order = epochOrder(64, rng);
+    const batches = bucketBatches(order, lengths, 8, rng, 8);
+    expect(batches.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: 64 }, (_, i) => i));
+    for (const b of batches) {
+      const ls = b.map((i) => lengths[i]);
+      expect(Math.max(...ls) - Math.min(...ls)).toBeLessThan(16);
+    }
+  });
+});

@@ -1,0 +1,186 @@
+/**
+ * From cached encoder states to model batches.
+ *
+ * A clip's encoder states (one [T, D] matrix per selected layer) are cropped in the frame domain (random
+ * crops for training, centred or whole clips for evaluation), right-padded to the longest clip with a frame
+ * mask, and paired with the token ids of the text that follows the audio tokens:
+ *   [n_q audio tokens | prompt (+ transcript) | answer]
+ * Training uses only the logits that predict answer tokens (HF's label shift: the logit at position t
+ * predicts token t+1), so batches carry those positions and targets instead of a full label matrix.
+ */
+import type { Rng } from '../data/rng.ts';
+import type { PromptBuilder } from '../models/prompt.ts';
+
+export interface ClipStates {
+  /** one [frames, dim] row-major matrix per selected encoder layer */
+  states: Float32Array[];
+  frames: number;
+  dim: number;
+}
+
+export interface Example {
+  id: string;
+  states: ClipStates;
+  /** index into the label set (training and evaluation) */
+  label?: number;
+  transcript?: string;
+}
+
+export type Crop =
+  | { kind: 'random'; frames: number; rng: Rng }
+  | { kind: 'center'; frames: number }
+  | { kind: 'whole'; maxFrames: number };
+
+export interface Batch {
+  ids: string[];
+  size: number;
+  frames: number;
+  layers: number;
+  dim: number;
+  /** [layers, B, T, D] */
+  hiddenStates: Float32Array;
+  /** [B, T] 1 = valid frame */
+  frameMask: BigInt64Array;
+  /** [B, P] prompt ids, followed by the answer ids when `withAnswers`; right-padded with `padId` */
+  textIds: BigInt64Array;
+  textLen: number;
+  /** [B, nQ + P] */
+  attentionMask: BigInt64Array;
+  /** [B, K] position of the logit that predicts each answer token; K = longest answer */
+  lossPositions: BigInt64Array;
+  /** [B, K] the answer token ids, -100 where a row's answer is shorter */
+  lossTargets: BigInt64Array;
+  answerLen: number;
+  /** [B] label indices (-1 if unknown) */
+  labels: number[];
+  /** [B] prompt length of each row (without answer), for scoring */
+  promptLens: number[];
+}
+
+export const IGNORE_INDEX = -100;
+
+/** The frame window a crop keeps: [start, start + length). */
+export function cropWindow(frames: number, crop: Crop): { start: number; length: number } {
+  if (crop.kind === 'whole') return { start: 0, length: Math.min(frames, crop.maxFrames) };
+  if (frames <= crop.frames) return { start: 0, length: frames };
+  const start = crop.kind === 'random' ? crop.rng.int(frames - crop.frames + 1) : Math.floor((frames - crop.frames) / 2);
+  return { start, length: crop.frames };
+}
+
+export interface BatchOptions {
+  crop: Crop;
+  nQueries: number;
+  withAnswers: boolean;
+  padId?: number;
+}
+
+export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: BatchOptions): Batch {
+  if (examples.length === 0) throw new Error('buildBatch: no examples');
+  const { nQueries, withAnswers } = opts;
+  const padId = opts.padId ?? 0;
+  const layers = examples[0].states.states.length;
+  const dim = examples[0].states.dim;
+  const windows = examples.map((e) => {
+    if (e.states.states.length !== layers || e.states.dim !== dim)
+      throw new Error(`clip ${e.id}: encoder states have ${e.states.states.length}x${e.states.dim}, expected ${layers}x${dim}`);
+    return cropWindow(e.states.frames, opts.crop);
+  });
+  const B = examples.length;
+  const T = Math.max(1, ...windows.map((w) => w.length));
+  const hiddenStates = new Float32Array(layers * B * T * dim);
+  const frameMask = new BigInt64Array(B * T);
+  examples.forEach((e, b) => {
+    const { start, length } = windows[b];
+    for (let l = 0; l < layers; l++) {
+      const src = e.states.states[l].subarray(start * dim, (start + length) * dim);
+      hiddenStates.set(src, ((l * B + b) * T) * dim);
+    }
+    frameMask.fill(1n, b * T, b * T + length);
+  });
+
+  const promptIds = examples.map((e) => prompt.promptIds(e.transcript));
+  const answers = examples.map((e) => (withAnswers && e.label !== undefined && e.label >= 0 ? prompt.answerIds[e.label] : []));
+  if (withAnswers && answers.some((a) => a.length === 0)) throw new Error('buildBatch: training examples need labels');
+  const rows = promptIds.map((p, b) => [...p, ...answers[b]]);
+  const P = Math.max(...rows.map((r) => r.length));
+  const K = Math.max(1, ...answers.map((a) => a.length));
+  const textIds = new BigInt64Array(B * P).fill(BigInt(padId));
+  const attentionMask = new BigInt64Array(B * (nQueries + P));
+  const lossPositions = new BigInt64Array(B * K);
+  const lossTargets = new BigInt64Array(B * K).fill(BigInt(IGNORE_INDEX));
+  rows.forEach((r, b) => {
+    r.forEach((id, j) => (textIds[b * P + j] = BigInt(id)));
+    attentionMask.fill(1n, b * (nQueries + P), b * (nQueries + P) + nQueries + r.length);
+    const a = answers[b];
+    const firstAnswerPos = nQueries + promptIds[b].length; // position of the first answer token
+    a.forEach((id, k) => {
+      lossPositions[b * K + k] = BigInt(firstAnswerPos + k - 1); // the logit one step earlier predicts it
+      lossTargets[b * K + k] = BigInt(id);
+    });
+  });
+  return {
+    ids: examples.map((e) => e.id),
+    size: B,
+    frames: T,
+    layers,
+    dim,
+    hiddenStates,
+    frameMask,
+    textIds,
+    textLen: P,
+    attentionMask,
+    lossPositions,
+    lossTargets,
+    answerLen: K,
+    labels: examples.map((e) => e.label ?? -1),
+    promptLens: promptIds.map((p) => p.length),
+  };
+}
+
+/**
+ * One epoch's visiting order. With `balanceBy` (label per example), examples are drawn with replacement with
+ * probability inversely proportional to their class size, so every class is seen equally often.
+ */
+export function epochOrder(n: number, rng: Rng, balanceBy?: number[]): number[] {
+  if (!balanceBy) {
+    const order = Array.from({ length: n }, (_, i) => i);
+    rng.shuffle(order);
+    return order;
+  }
+  const counts = new Map<number, number>();
+  for (const c of balanceBy) counts.set(c, (counts.get(c) ?? 0) + 1);
+  const cum: number[] = [];
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    total += 1 / counts.get(balanceBy[i])!;
+    cum.push(total);
+  }
+  const out: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const u = rng.next() * total;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cum[mid] > u) hi = mid;
+      else lo = mid + 1;
+    }
+    out.push(lo);
+  }
+  return out;
+}
+
+/**
+ * Length bucketing: within windows of `batchSize * bucketBatches` examples of the (already shuffled) order,
+ * sort by length and cut batches, then shuffle the batches. Padding shrinks, randomness stays.
+ */
+export function bucketBatches(order: number[], lengths: number[], batchSize: number, rng: Rng, bucketBatches = 8): number[][] {
+  const batches: number[][] = [];
+  const win = batchSize * bucketBatches;
+  for (let s = 0; s < order.length; s += win) {
+    const chunk = order.slice(s, s + win).sort((a, b) => lengths[a] - lengths[b]);
+    for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
+  }
+  rng.shuffle(batches);
+  return batches;
+}
