@@ -1,0 +1,12 @@
+export { decodeAudioFile, loadAudio16k, probeAudio, sniffFormat, shutdownDecoders, DECODE_DEFAULTS, SILENCE_THRESHOLD } from './decode.ts';
+export type { AudioFormat, AudioInfo, DecodeOptions, DecodedAudio, Load16kOptions } from './decode.ts';
+export { resample, resampledLength } from './resample.ts';
+export type { ResampleOptions, ResampleQuality } from './resample.ts';
+export { normalizeWaveform, readPreprocessorConfig, pairwiseSumF32, PREPROCESSOR_DEFAULTS } from './normalize.ts';
+export type { NormalizeOptions, PreprocessorConfig } from './normalize.ts';
+export { randomCrop, centerCrop, slidingWindows } from './crop.ts';
+export type { Crop, Window, WindowOptions, IntRng } from './crop.ts';
+export { speechSegments, frameRmsDb } from './vad.ts';
+export type { SegmentOptions, SpeechSegment } from './vad.ts';
+export { encodeWav, writeWav, readWavHeader, WAV_LIMITS } from './wav.ts';
+export type { WavHeader, WavSampleFormat } from './wav.ts';
