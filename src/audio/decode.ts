@@ -67,7 +67,8 @@ export function sniffFormat(head: Uint8Array): AudioFormat | undefined {
 function looksLikeText(head: Uint8Array): boolean {
   if (head.length === 0) return false;
   let printable = 0;
-  for (const b of head) if (b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127) || b >= 0xc2) printable++;
+  // Bytes >= 0x80 count as text: they are UTF-8 sequences in text files (random data still falls well short).
+  for (const b of head) if (b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127) || b >= 0x80) printable++;
   return printable / head.length > 0.95;
 }
 
@@ -99,6 +100,7 @@ export async function decodeAudioFile(file: string, opts: DecodeOptions = {}): P
     const size = fs.fstatSync(fd).size;
     if (size === 0) throw new UserError('empty file (0 bytes)', file);
     if (size > maxBytes) throw new UserError(`file is ${size} bytes, over the ${maxBytes}-byte limit (maxBytes)`, file);
+    if (size < 12) throw new UserError(`not an audio file (only ${size} bytes)`, file);
     const head = readHead(fd, size);
     format = sniffFormat(head);
     if (!format) throw unrecognised(head, file);

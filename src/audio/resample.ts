@@ -2,7 +2,7 @@
  * Band-limited resampling with libsamplerate (WASM build, @alexanderolsen/libsamplerate-js).
  *
  * Default quality is SRC_SINC_BEST_QUALITY (97 % pass band, ~145 dB stopband). Measured on EmoDB clips against
- * `sox -r 16000` (95 % pass band): BEST agrees to 45-63 dB SNR, MEDIUM (90 % pass band) only to 28-44 dB, and
+ * `sox -r 16000` (95 % pass band): BEST agrees to 42-63 dB SNR, MEDIUM (90 % pass band) only to 28-44 dB, and
  * the gap is largest when upsampling 8 kHz telephone speech, where MEDIUM drops the 3.6-4 kHz band that speech
  * encoders do use. BEST costs ~1 s per 1 M input samples in this WASM build (MEDIUM ~4x less); preprocessing is
  * done once per clip, so accuracy wins. Pass `quality: 'medium'` for bulk work where speed matters more.
