@@ -214,11 +214,13 @@ describe('fbank', () => {
     const raw2 = fbank(x, { inputScale: 1 });
     const shift = 2 * Math.log(32768);
     let checked = 0;
+    let worst = 0;
     for (let i = 0; i < raw1.data.length; i++) {
       if (raw2.data[i]! < Math.log(FBANK_LOG_FLOOR) + 1) continue;
-      expect(Math.abs(raw1.data[i]! - raw2.data[i]! - shift)).toBeLessThan(1e-3);
+      worst = Math.max(worst, Math.abs(raw1.data[i]! - raw2.data[i]! - shift));
       checked++;
     }
+    expect(worst).toBeLessThan(1e-3);
     expect(checked).toBeGreaterThan(raw1.data.length / 2);
   });
 
