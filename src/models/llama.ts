@@ -1,0 +1,650 @@
+/**
+ * Llama (LlamaForCausalLM as in transformers 4.43.4, modeling_llama.py), built as a graph of engine ops.
+ *
+ * Read top to bottom like the Python file: config, rotary embedding, attention mask, attention, MLP, decoder
+ * layer, model, causal-LM head and loss, then greedy generation with a KV cache. The spec every detail
+ * follows is ../shared/fixtures/hf-parity/README.md ("Llama").
+ *
+ * Performance notes (the frozen model is multi-GB; every op below is chosen to avoid copies):
+ *  - Frozen weights are file-backed initializers: ONNX Runtime reads them from the checkpoint file and
+ *    prepacks them for its GEMM; nothing passes through JS.
+ *  - cos/sin of RoPE are computed once per forward from the position ids and shared by all layers.
+ *  - GQA never materialises repeated K/V: queries are viewed as [B, kv, n_rep, L, D] and multiplied with
+ *    K/V viewed as [B, kv, 1, L, D] (a broadcasting MatMul), which is repeat_interleave semantics.
+ *  - The additive mask is built once per forward ([B, 1, 1, L, Lk]) and shared by all layers.
+ *  - LoRA's low-rank path is two small matmuls, x A^T then B^T; B A is never formed in training.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Graph, type Value } from '../graph/ir.ts';
+import {
+  INT_MAX,
+  add,
+  cast,
+  concat,
+  constant,
+  cos,
+  div,
+  equal,
+  gather,
+  greater,
+  matmul,
+  mul,
+  neg,
+  or,
+  range,
+  reshape,
+  shapeOf,
+  sin,
+  slice,
+  softmax,
+  transpose,
+  unsqueeze,
+  where,
+} from '../graph/ops.ts';
+import { linear, maskedCrossEntropy, rmsNorm, silu } from '../graph/nn.ts';
+import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
+import { UserError } from '../util/errors.ts';
+import { Weights } from './weights.ts';
+
+// ---------------------------------------------------------------------------------------------------------
+// configuration (LlamaConfig)
+
+export interface Llama3RopeScaling {
+  ropeType: 'llama3';
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+export interface LlamaConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** null = default RoPE (no scaling) */
+  ropeScaling: Llama3RopeScaling | null;
+  attentionBias: boolean;
+  mlpBias: boolean;
+  tieWordEmbeddings: boolean;
+  bosTokenId: number | null;
+  /** one id or several (Llama-3 instruct lists several) */
+  eosTokenId: number[];
+  maxPositionEmbeddings: number;
+}
+
+/** Reads and validates `config.json` of a Llama checkpoint folder. Every problem is a one-line UserError. */
+export function loadLlamaConfig(dir: string): LlamaConfig {
+  const file = fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory() ? path.join(dir, 'config.json') : dir;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read config: ${(e as Error).message.split('\n')[0]}`, file);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new UserError('config.json is not valid JSON', file);
+  }
+  return parseLlamaConfig(raw, file);
+}
+
+/** Validates a parsed config.json object (`where` names the file in errors). */
+export function parseLlamaConfig(raw: unknown, where = 'config.json'): LlamaConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError('config must be a JSON object', where);
+  const c = raw as Record<string, unknown>;
+  const bad = (key: string, msg: string): never => {
+    throw new UserError(`"${key}" ${msg}`, where);
+  };
+  const int = (key: string, dflt?: number): number => {
+    const v = c[key] ?? dflt;
+    if (v === undefined) return bad(key, 'is missing');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) return bad(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const num = (key: string, dflt: number, obj: Record<string, unknown> = c, prefix = ''): number => {
+    const v = obj[key] ?? dflt;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return bad(prefix + key, `must be a positive number, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const flag = (key: string, dflt: boolean): boolean => {
+    const v = c[key] ?? dflt;
+    if (typeof v !== 'boolean') return bad(key, `must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  };
+
+  if (c.model_type !== 'llama') bad('model_type', `is ${JSON.stringify(c.model_type)}; only "llama" is supported`);
+  const act = c.hidden_act ?? 'silu';
+  if (act !== 'silu') bad('hidden_act', `is ${JSON.stringify(act)}; Llama uses "silu"`);
+
+  const hiddenSize = int('hidden_size');
+  const numAttentionHeads = int('num_attention_heads');
+  const numKeyValueHeads = int('num_key_value_heads', numAttentionHeads);
+  if (numAttentionHeads % numKeyValueHeads !== 0)
+    bad('num_key_value_heads', `(${numKeyValueHeads}) must divide num_attention_heads (${numAttentionHeads})`);
+  let headDim: number;
+  if (c.head_dim !== undefined && c.head_dim !== null) headDim = int('head_dim');
+  else {
+    if (hiddenSize % numAttentionHeads !== 0) bad('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numAttentionHeads})`);
+    headDim = hiddenSize / numAttentionHeads;
+  }
+  if (headDim % 2 !== 0) bad('head_dim', `(${headDim}) must be even for rotary embeddings`);
+
+  let ropeScaling: Llama3RopeScaling | null = null;
+  const rs = c.rope_scaling;
+  if (rs !== undefined && rs !== null) {
+    if (typeof rs !== 'object' || Array.isArray(rs)) bad('rope_scaling', 'must be an object or null');
+    const r = rs as Record<string, unknown>;
+    const typeKey = r.rope_type !== undefined ? 'rope_type' : 'type';
+    const type = r[typeKey];
+    if (type === 'llama3') {
+      ropeScaling = {
+        ropeType: 'llama3',
+        factor: num('factor', NaN, r, 'rope_scaling.'),
+        lowFreqFactor: num('low_freq_factor', NaN, r, 'rope_scaling.'),
+        highFreqFactor: num('high_freq_factor', NaN, r, 'rope_scaling.'),
+        originalMaxPositionEmbeddings: num('original_max_position_embeddings', NaN, r, 'rope_scaling.'),
+      };
+      if (ropeScaling.highFreqFactor <= ropeScaling.lowFreqFactor)
+        bad('rope_scaling.high_freq_factor', 'must be larger than rope_scaling.low_freq_factor');
+    } else if (type !== 'default') {
+      bad(`rope_scaling.${typeKey}`, `is ${JSON.stringify(type)}; supported: "llama3", "default" (or rope_scaling null)`);
+    }
+  }
+
+  let eos: number[] = [];
+  const e = c.eos_token_id;
+  if (typeof e === 'number') eos = [e];
+  else if (Array.isArray(e) && e.every((x) => typeof x === 'number')) eos = e as number[];
+  else if (e !== undefined && e !== null) bad('eos_token_id', 'must be an integer, a list of integers or null');
+
+  return {
+    vocabSize: int('vocab_size'),
+    hiddenSize,
+    intermediateSize: int('intermediate_size'),
+    numHiddenLayers: int('num_hidden_layers'),
+    numAttentionHeads,
+    numKeyValueHeads,
+    headDim,
+    rmsNormEps: num('rms_norm_eps', 1e-6),
+    ropeTheta: num('rope_theta', 10000),
+    ropeScaling,
+    attentionBias: flag('attention_bias', false),
+    mlpBias: flag('mlp_bias', false),
+    tieWordEmbeddings: flag('tie_word_embeddings', false),
+    bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
+    eosTokenId: eos,
+    maxPositionEmbeddings: int('max_position_embeddings', 2048),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// rotary embedding (LlamaRotaryEmbedding, _compute_default_rope_parameters, _compute_llama3_parameters)
+
+const f32 = Math.fround;
+
+/**
+ * inv_freq exactly as transformers computes it in float32 (every intermediate rounded where torch rounds):
+ * base_i = 1 / theta^(float(2i)/dim), then the llama3 frequency-dependent scaling. Note that torch evaluates
+ * `2*pi / freq` as `freq.reciprocal() * (2*pi)` (Tensor.__rtruediv__), and scalars become float32 operands.
+ */
+export function ropeInvFreq(cfg: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {
+  const dim = cfg.headDim;
+  const base = f32(cfg.ropeTheta);
+  const out = new Float32Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) out[i] = f32(1 / f32(Math.pow(base, f32((2 * i) / dim))));
+  const rs = cfg.ropeScaling;
+  if (!rs) return out;
+  const factor = f32(rs.factor);
+  const oldCtx = rs.originalMaxPositionEmbeddings;
+  const lowWl = f32(oldCtx / rs.lowFreqFactor);
+  const highWl = f32(oldCtx / rs.highFreqFactor);
+  const twoPi = f32(2 * Math.PI);
+  for (let i = 0; i < out.length; i++) {
+    const freq = out[i];
+    const wavelen = f32(f32(1 / freq) * twoPi);
+    if (wavelen < highWl) continue;
+    if (wavelen > lowWl) {
+      out[i] = f32(freq / factor);
+      continue;
+    }
+    const ratio = f32(f32(1 / wavelen) * f32(oldCtx));
+    const smooth = f32(f32(ratio - f32(rs.lowFreqFactor)) / f32(rs.highFreqFactor - rs.lowFreqFactor));
+    out[i] = f32(f32(f32(f32(1 - smooth) * freq) / factor) + f32(smooth * freq));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// forward
+
+/** finfo(float32).min: HF's additive mask value for causal and padded keys. */
+export const FLOAT32_MIN = -3.4028234663852886e38;
+
+/** A key/value cache entry of one layer: post-RoPE keys and values, [B, kv_heads, past, head_dim]. */
+export interface KeyValue {
+  key: Value;
+  value: Value;
+}
+
+/** LoRA adapters applied inside the graph: module path ("model.layers.0.self_attn.q_proj") -> A [r, in], B [out, r]. */
+export interface LoraParams {
+  scaling: number;
+  modules: ReadonlyMap<string, { A: Value; B: Value }>;
+}
+
+export interface LlamaForwardOptions {
+  /** [B, L] int64 token ids (or give inputsEmbeds) */
+  inputIds?: Value;
+  /** [B, L, H] float32 embeddings (fed instead of ids; no scaling is applied, as in HF) */
+  inputsEmbeds?: Value;
+  /** [B, past + L] int64, 1 = attend, 0 = padding. Default: attend everywhere (causal only). */
+  attentionMask?: Value;
+  /** [B, L] (or [1, L]) int64. Default: past .. past+L-1 for every row, whatever the mask says (HF). */
+  positionIds?: Value;
+  lora?: LoraParams;
+  /** also return hidden_states.{0..N} (N = final-norm output) */
+  outputHiddenStates?: boolean;
+  /** [B, K] int64 positions at which to compute logits (default: all L positions) */
+  logitsFor?: Value;
+  /** per-layer cache from earlier tokens (decode); the mask and default positions account for it */
+  pastKeyValues?: KeyValue[];
+  /** return presentKeyValues (past + this call's keys/values) */
+  useCache?: boolean;
+  /** skip the lm_head (e.g. when only hidden states are wanted) */
+  noLogits?: boolean;
+}
+
+export interface LlamaForwardOutput {
+  /** [B, L, V] float32 (or [B, K, V] with logitsFor) */
+  logits: Value;
+  /** output of the final RMSNorm, [B, L, H] */
+  lastHiddenState: Value;
+  /** raw output of the last decoder layer (before the final norm) */
+  lastLayerOutput: Value;
+  hiddenStates?: Value[];
+  presentKeyValues?: KeyValue[];
+}
+
+/** A scalar int64 Value holding x.shape[axis] (a constant when static). */
+function dimScalar(x: Value, axis: number): Value {
+  const d = x.shape[axis];
+  if (typeof d === 'number') return constant(x, [d], [], 'int64');
+  return gather(shapeOf(x), constant(x, [axis], [], 'int64'), 0);
+}
+
+/** Names of the Linear modules of one decoder layer with [out, in] features. */
+export function llamaLinearModules(cfg: LlamaConfig): Map<string, { in: number; out: number }> {
+  const m = new Map<string, { in: number; out: number }>();
+  const { hiddenSize: H, intermediateSize: I, numAttentionHeads: nh, numKeyValueHeads: kv, headDim: D } = cfg;
+  for (let i = 0; i < cfg.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    m.set(`${p}.self_attn.q_proj`, { in: H, out: nh * D });
+    m.set(`${p}.self_attn.k_proj`, { in: H, out: kv * D });
+    m.set(`${p}.self_attn.v_proj`, { in: H, out: kv * D });
+    m.set(`${p}.self_attn.o_proj`, { in: nh * D, out: H });
+    m.set(`${p}.mlp.gate_proj`, { in: H, out: I });
+    m.set(`${p}.mlp.up_proj`, { in: H, out: I });
+    m.set(`${p}.mlp.down_proj`, { in: I, out: H });
+  }
+  return m;
+}
+
+export interface LlamaModelOptions {
+  /** in-memory replacements for checkpoint tensors (e.g. LoRA-merged projection weights), name -> float32 */
+  overrides?: ReadonlyMap<string, Float32Array>;
+}
+
+export class LlamaModel {
+  readonly invFreq: Float32Array;
+  private readonly consts = new WeakMap<Graph, Map<string, Value>>();
+  private sessions?: { prefill: CompiledGraph; decode: CompiledGraph };
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly weights: Weights,
+    readonly opts: LlamaModelOptions = {},
+  ) {
+    this.invFreq = ropeInvFreq(config);
+  }
+
+  /**
+   * Opens a Hugging Face Llama folder (config.json + model.safetensors or a sharded index) and checks every
+   * tensor the config implies (names and shapes, from the header only): a broken checkpoint fails here.
+   */
+  static open(dir: string, opts: LlamaModelOptions = {}): LlamaModel {
+    const cfg = loadLlamaConfig(dir);
+    const model = new LlamaModel(cfg, Weights.open(dir), opts);
+    model.checkWeights();
+    return model;
+  }
+
+  /** Every checkpoint tensor the forward pass reads, with the shape the config implies. */
+  expectedTensors(): Map<string, number[]> {
+    const c = this.config;
+    const t = new Map<string, number[]>();
+    t.set('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
+    for (const [m, s] of this.linearModules()) {
+      t.set(`${m}.weight`, [s.out, s.in]);
+      const bias = m.includes('.self_attn.') ? c.attentionBias : c.mlpBias;
+      if (bias) t.set(`${m}.bias`, [s.out]);
+    }
+    for (let i = 0; i < c.numHiddenLayers; i++) {
+      t.set(`model.layers.${i}.input_layernorm.weight`, [c.hiddenSize]);
+      t.set(`model.layers.${i}.post_attention_layernorm.weight`, [c.hiddenSize]);
+    }
+    t.set('model.norm.weight', [c.hiddenSize]);
+    if (!c.tieWordEmbeddings) t.set('lm_head.weight', [c.vocabSize, c.hiddenSize]);
+    return t;
+  }
+
+  /** Checks names, shapes and dtypes of the checkpoint against the config (one-line UserError naming the tensor). */
+  checkWeights(): void {
+    for (const [name, shape] of this.expectedTensors()) {
+      const o = this.opts.overrides?.get(name);
+      if (o) {
+        if (o.length !== shape.reduce((a, b) => a * b, 1))
+          throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
+        continue;
+      }
+      if (!this.weights.has(name)) throw new UserError(`missing tensor "${name}"`, this.weights.where);
+      const info = this.weights.ckpt.info(name);
+      if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+        throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+      if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
+        throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file);
+    }
+  }
+
+  /** Linear modules by path with their features (for LoRA). */
+  linearModules(): Map<string, { in: number; out: number }> {
+    return llamaLinearModules(this.config);
+  }
+
+  /** A frozen weight of this model in graph `g` (one Value per graph and name; overrides win). */
+  weight(g: Graph, name: string, shape: number[]): Value {
+    let m = this.consts.get(g);
+    if (!m) this.consts.set(g, (m = new Map()));
+    const hit = m.get(name);
+    if (hit) return hit;
+    const o = this.opts.overrides?.get(name);
+    let v: Value;
+    if (o) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (o.length !== n) throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
+      v = g.constant(o, shape, 'float32', name);
+    } else v = this.weights.frozen(g, name, shape);
+    m.set(name, v);
+    return v;
+  }
+
+  /** The embedding lookup: ids [B, L] int64 -> [B, L, H]. */
+  embed(g: Graph, ids: Value): Value {
+    const { vocabSize: V, hiddenSize: H } = this.config;
+    return g.scope('model.embed_tokens', () => gather(this.weight(g, 'model.embed_tokens.weight', [V, H]), ids, 0));
+  }
+
+  /** A Linear module (PyTorch layout) with its optional LoRA adapter: y = x W^T + b + s * (x A^T) B^T. */
+  private linear(g: Graph, x: Value, module: string, inF: number, outF: number, bias: boolean, lora?: LoraParams): Value {
+    const W = this.weight(g, `${module}.weight`, [outF, inF]);
+    const b = bias ? this.weight(g, `${module}.bias`, [outF]) : undefined;
+    let y = linear(x, W, b);
+    const ad = lora?.modules.get(module);
+    if (ad) y = add(y, mul(linear(linear(x, ad.A), ad.B), lora!.scaling)); // peft: result + lora_B(lora_A(x)) * scaling
+    return y;
+  }
+
+  /** cos and sin of the rotary angles, [B, L, 1, D] each (sin sign-folded for rotate_half, see applyRope). */
+  private rotary(positionIds: Value): { cos: Value; sinSigned: Value } {
+    const half = this.config.headDim / 2;
+    const inv = positionIds.graph.constant(this.invFreq, [half], 'float32', 'model.rotary_emb.inv_freq');
+    // freqs = position_ids (float32) * inv_freq (float32): HF's inv_freq @ position_ids has inner dim 1
+    const freqs = mul(unsqueeze(cast(positionIds, 'float32'), [2]), inv); // [B, L, D/2]
+    const c = cos(freqs);
+    const s = sin(freqs);
+    // emb = cat(freqs, freqs): cos(emb) = cat(cos, cos). rotate_half(x) * sin = cat(x2, x1) * cat(-sin, sin)
+    return { cos: unsqueeze(concat([c, c], -1), [2]), sinSigned: unsqueeze(concat([neg(s), s], -1), [2]) };
+  }
+
+  /** x * cos + rotate_half(x) * sin with rotate_half(x) = cat(-x2, x1); x is [B, L, heads, D]. */
+  private applyRope(x: Value, rope: { cos: Value; sinSigned: Value }): Value {
+    const D = this.config.headDim;
+    const x1 = slice(x, [0], [D / 2], [3]);
+    const x2 = slice(x, [D / 2], [D], [3]);
+    return add(mul(x, rope.cos), mul(concat([x2, x1], 3), rope.sinSigned));
+  }
+
+  /**
+   * The additive mask [B|1, 1, 1, L, Lk] (0 or finfo.min), as HF's _update_causal_mask for eager attention:
+   * key j is hidden from query i (absolute position past + i) when j > past + i or attention_mask[j] == 0.
+   */
+  private mask(x: Value, past: Value | undefined, attentionMask: Value | undefined): Value {
+    const L = dimScalar(x, 1);
+    const zero = constant(x, [0], [], 'int64');
+    const one = constant(x, [1], [], 'int64');
+    const P = past ?? zero;
+    const qPos = range(P, add(P, L), one); // [L]
+    const kPos = attentionMask ? range(zero, dimScalar(attentionMask, 1), one) : range(zero, add(P, L), one); // [Lk]
+    let hidden = greater(unsqueeze(kPos, [0]), unsqueeze(qPos, [1])); // [L, Lk]: future keys
+    hidden = unsqueeze(hidden, [0, 1, 2]); // [1, 1, 1, L, Lk]
+    if (attentionMask) hidden = or(hidden, unsqueeze(equal(attentionMask, 0), [1, 2, 3])); // [B, 1, 1, L, Lk]
+    const minV = constant(x, [FLOAT32_MIN], [], 'float32');
+    const zeroF = constant(x, [0], [], 'float32');
+    return where(hidden, minV, zeroF);
+  }
+
+  /** LlamaAttention (eager): q, k, v projections, RoPE, GQA attention, o_proj. x is [B, L, H] (normed). */
+  private attention(
+    g: Graph,
+    layer: number,
+    x: Value,
+    rope: { cos: Value; sinSigned: Value },
+    mask: Value,
+    lora: LoraParams | undefined,
+    past: KeyValue | undefined,
+  ): { out: Value; present: KeyValue } {
+    const { hiddenSize: H, numAttentionHeads: nh, numKeyValueHeads: kv, headDim: D, attentionBias } = this.config;
+    const nRep = nh / kv;
+    const p = `model.layers.${layer}.self_attn`;
+    return g.scope(p, () => {
+      const q = reshape(this.linear(g, x, `${p}.q_proj`, H, nh * D, attentionBias, lora), [0, 0, nh, D]); // [B, L, nh, D]
+      const k = reshape(this.linear(g, x, `${p}.k_proj`, H, kv * D, attentionBias, lora), [0, 0, kv, D]);
+      const v = reshape(this.linear(g, x, `${p}.v_proj`, H, kv * D, attentionBias, lora), [0, 0, kv, D]);
+      const qr = this.applyRope(q, rope);
+      const kr = this.applyRope(k, rope);
+      // query head h = kv_head * n_rep + r uses kv head floor(h / n_rep) (repeat_kv = repeat_interleave)
+      const q5 = transpose(reshape(qr, [0, 0, kv, nRep, D]), [0, 2, 3, 1, 4]); // [B, kv, n_rep, L, D]
+      let k4 = transpose(kr, [0, 2, 1, 3]); // [B, kv, L, D]
+      let v4 = transpose(v, [0, 2, 1, 3]);
+      if (past) {
+        k4 = concat([past.key, k4], 2);
+        v4 = concat([past.value, v4], 2);
+      }
+      const k5 = unsqueeze(k4, [2]); // [B, kv, 1, Lk, D]: broadcast over n_rep, no copies
+      const v5 = unsqueeze(v4, [2]);
+      const scores = add(div(matmul(q5, k5, { transB: true }), Math.sqrt(D)), mask); // [B, kv, n_rep, L, Lk]
+      const probs = softmax(scores, -1);
+      const ctx = matmul(probs, v5); // [B, kv, n_rep, L, D]
+      const merged = reshape(transpose(ctx, [0, 3, 1, 2, 4]), [0, 0, nh * D]); // [B, L, nh*D]
+      const out = this.linear(g, merged, `${p}.o_proj`, nh * D, H, attentionBias, lora);
+      return { out, present: { key: k4, value: v4 } };
+    });
+  }
+
+  /** LlamaMLP: down_proj(silu(gate_proj(x)) * up_proj(x)). */
+  private mlp(g: Graph, layer: number, x: Value, lora: LoraParams | undefined): Value {
+    const { hiddenSize: H, intermediateSize: I, mlpBias } = this.config;
+    const p = `model.layers.${layer}.mlp`;
+    return g.scope(p, () => {
+      const gate = this.linear(g, x, `${p}.gate_proj`, H, I, mlpBias, lora);
+      const up = this.linear(g, x, `${p}.up_proj`, H, I, mlpBias, lora);
+      return this.linear(g, mul(silu(gate), up), `${p}.down_proj`, I, H, mlpBias, lora);
+    });
+  }
+
+  /** LlamaForCausalLM.forward. Symbolic batch and sequence dims work throughout. */
+  forward(g: Graph, o: LlamaForwardOptions): LlamaForwardOutput {
+    const cfg = this.config;
+    const { hiddenSize: H, vocabSize: V, rmsNormEps: eps } = cfg;
+    if (!!o.inputIds === !!o.inputsEmbeds) throw new Error('LlamaModel.forward: give exactly one of inputIds and inputsEmbeds');
+    if (o.pastKeyValues && o.pastKeyValues.length !== cfg.numHiddenLayers)
+      throw new Error(`LlamaModel.forward: ${o.pastKeyValues.length} past entries for ${cfg.numHiddenLayers} layers`);
+    let x = o.inputsEmbeds ?? this.embed(g, o.inputIds!);
+    const pastLen = o.pastKeyValues ? dimScalar(o.pastKeyValues[0].key, 2) : undefined;
+
+    const [rope, mask] = g.scope('model', () => {
+      let pos = o.positionIds;
+      if (!pos) {
+        const start = pastLen ?? constant(x, [0], [], 'int64');
+        pos = unsqueeze(range(start, add(start, dimScalar(x, 1)), constant(x, [1], [], 'int64')), [0]); // [1, L]
+      }
+      return [this.rotary(pos), this.mask(x, pastLen, o.attentionMask)] as const;
+    });
+
+    const hiddenStates: Value[] = [];
+    const present: KeyValue[] = [];
+    for (let i = 0; i < cfg.numHiddenLayers; i++) {
+      if (o.outputHiddenStates) hiddenStates.push(x);
+      const p = `model.layers.${i}`;
+      const h = g.scope(`${p}.input_layernorm`, () => rmsNorm(x, this.weight(g, `${p}.input_layernorm.weight`, [H]), eps));
+      const att = this.attention(g, i, h, rope, mask, o.lora, o.pastKeyValues?.[i]);
+      present.push(att.present);
+      x = add(x, att.out);
+      const h2 = g.scope(`${p}.post_attention_layernorm`, () =>
+        rmsNorm(x, this.weight(g, `${p}.post_attention_layernorm.weight`, [H]), eps),
+      );
+      x = add(x, this.mlp(g, i, h2, o.lora));
+    }
+    const lastLayerOutput = x;
+    const normed = g.scope('model.norm', () => rmsNorm(x, this.weight(g, 'model.norm.weight', [H]), eps));
+    if (o.outputHiddenStates) hiddenStates.push(normed);
+
+    let logits = normed;
+    if (!o.noLogits) {
+      logits = g.scope('lm_head', () => {
+        let h = normed;
+        if (o.logitsFor) {
+          // rows b*L + pos of the flattened [B*L, H] states
+          const flat = reshape(normed, [-1, H]);
+          const B = dimScalar(normed, 0);
+          const rowStart = mul(range(constant(x, [0], [], 'int64'), B, constant(x, [1], [], 'int64')), dimScalar(normed, 1));
+          h = gather(flat, add(o.logitsFor!, unsqueeze(rowStart, [1])), 0); // [B, K, H]
+        }
+        const W = cfg.tieWordEmbeddings ? this.weight(g, 'model.embed_tokens.weight', [V, H]) : this.weight(g, 'lm_head.weight', [V, H]);
+        return matmul(h, W, { transB: true });
+      });
+    }
+    return {
+      logits,
+      lastHiddenState: normed,
+      lastLayerOutput,
+      hiddenStates: o.outputHiddenStates ? hiddenStates : undefined,
+      presentKeyValues: o.useCache ? present : undefined,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // greedy generation with a KV cache
+
+  /** Compiles (once) the prefill session (prompt -> last logits + cache) and the one-token decode session. */
+  async generationSessions(opts: CompileOptions = {}): Promise<{ prefill: CompiledGraph; decode: CompiledGraph }> {
+    if (this.sessions) return this.sessions;
+    const { numHiddenLayers: N, numKeyValueHeads: kv, headDim: D } = this.config;
+    const build = (decode: boolean) => {
+      const g = new Graph();
+      const ids = g.input('input_ids', 'int64', ['batch', decode ? 1 : 'seq']);
+      const positionIds = g.input('position_ids', 'int64', ['batch', decode ? 1 : 'seq']);
+      const past = decode
+        ? Array.from({ length: N }, (_, i) => ({
+            key: g.input(`past.${i}.key`, 'float32', ['batch', kv, 'past', D]),
+            value: g.input(`past.${i}.value`, 'float32', ['batch', kv, 'past', D]),
+          }))
+        : undefined;
+      const logitsFor = decode ? undefined : g.input('logits_for', 'int64', ['batch', 1]);
+      const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor });
+      const outputs: Record<string, Value> = { logits: out.logits };
+      out.presentKeyValues!.forEach((kvp, i) => {
+        outputs[`present.${i}.key`] = kvp.key;
+        outputs[`present.${i}.value`] = kvp.value;
+      });
+      return outputs;
+    };
+    const prefill = await compile(build(false), { name: 'llama-prefill', ...opts });
+    const decode = await compile(build(true), { name: 'llama-decode', ...opts });
+    this.sessions = { prefill, decode };
+    return this.sessions;
+  }
+
+  /**
+   * Greedy decoding (HF generate with do_sample=false): prompt ids + up to maxNewTokens argmax tokens, stopping
+   * after an eos token (which is kept). Returns the full sequence, like HF's output_ids.
+   */
+  async generate(
+    promptIds: ArrayLike<number>,
+    maxNewTokens: number,
+    opts: { eos?: number | number[] | null; compile?: CompileOptions } = {},
+  ): Promise<number[]> {
+    const { prefill, decode } = await this.generationSessions(opts.compile);
+    const N = this.config.numHiddenLayers;
+    const V = this.config.vocabSize;
+    const eos = new Set(opts.eos === undefined ? this.config.eosTokenId : opts.eos === null ? [] : [opts.eos].flat());
+    const out = Array.from(promptIds);
+    const P = out.length;
+    if (P === 0) throw new UserError('generate: the prompt is empty');
+    if (maxNewTokens <= 0) return out;
+    const ids64 = (xs: number[]) => BigInt64Array.from(xs.map((v) => BigInt(v)));
+    let res = await prefill.run({
+      input_ids: tensor(ids64(out), [1, P]),
+      position_ids: tensor(ids64(out.map((_, i) => i)), [1, P]),
+      logits_for: tensor(ids64([P - 1]), [1, 1]),
+    });
+    for (let step = 0; ; step++) {
+      const logits = res.logits.data as Float32Array;
+      let best = 0;
+      for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j; // first maximum, like torch.argmax
+      out.push(best);
+      if (eos.has(best) || step + 1 >= maxNewTokens) break;
+      const feeds: Record<string, Tensor> = {
+        input_ids: tensor(ids64([best]), [1, 1]),
+        position_ids: tensor(ids64([out.length - 1]), [1, 1]),
+      };
+      for (let i = 0; i < N; i++) {
+        feeds[`past.${i}.key`] = res[`present.${i}.key`];
+        feeds[`past.${i}.value`] = res[`present.${i}.value`];
+      }
+      res = await decode.run(feeds);
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (this.sessions) {
+      await this.sessions.prefill.release();
+      await this.sessions.decode.release();
+      this.sessions = undefined;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// causal-LM loss
+
+/**
+ * HF LlamaForCausalLM loss: logits[:, :-1] scored against labels[:, 1:] (labels aligned with the inputs,
+ * -100 = ignored), cross-entropy in float32, token-level mean over the whole batch (sum / number of scored
+ * targets). perToken is [B, L-1] (0 where ignored), as HF's token_loss.
+ */
+export function causalLmLoss(logits: Value, labels: Value, ignoreIndex = -100): { loss: Value; sum: Value; count: Value; perToken: Value } {
+  const shiftLogits = slice(logits, [0], [-1], [1]);
+  const shiftLabels = slice(labels, [1], [INT_MAX], [1]);
+  const { sum, count, perToken } = maskedCrossEntropy(shiftLogits, shiftLabels, ignoreIndex);
+  return { loss: div(sum, count), sum, count, perToken };
+}
