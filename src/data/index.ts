@@ -1,0 +1,15 @@
+export { loadDataset } from './dataset.ts';
+export type { Dataset, DatasetItem, LoadOptions, CorpusKind } from './types.ts';
+export { CORPUS_KINDS } from './types.ts';
+export { loadManifest, writeManifest, MANIFEST_COLUMNS } from './manifest.ts';
+export type { ManifestRow } from './manifest.ts';
+export { detectCorpus, loadCorpusFolder, EMODB_SENTENCES } from './corpora.ts';
+export { canonicalLabel, parseLabelMap, applyLabelMap } from './labels.ts';
+export type { LabelMap } from './labels.ts';
+export { speakerSplit, leaveOneGroupOut } from './splits.ts';
+export type { SpeakerSplit, Fold } from './splits.ts';
+export { summarizeDataset, formatSummary } from './summary.ts';
+export type { DatasetSummary, DurationStats } from './summary.ts';
+export { Rng } from './rng.ts';
+export type { RngState } from './rng.ts';
+export { parseCsv, parseCsvTable, toCsv } from './csv.ts';
