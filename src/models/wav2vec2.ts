@@ -10,7 +10,7 @@
  */
 import type { Graph, Value } from '../graph/ir.ts';
 import * as O from '../graph/ops.ts';
-import { gelu, linear } from '../graph/nn.ts';
+import { linear } from '../graph/nn.ts';
 import { UserError } from '../util/errors.ts';
 import type { Weights } from './weights.ts';
 
@@ -104,6 +104,12 @@ export function convFrameLengthsInGraph(cfg: SpeechEncoderConfig, lens: Value): 
 
 // ---------------------------------------------------------------------------------------------------------
 // building blocks (shared with WavLM)
+
+/**
+ * Exact (erf) GELU written as x * (1 + erf(x / sqrt 2)) * 0.5: the form ONNX Runtime's GeluFusion recognises
+ * (-> Gelu, or BiasGelu after a bias Add). The `x * (1/sqrt 2)` form of nn.gelu stays 5 separate kernels.
+ */
+export const gelu = (x: Value): Value => O.mul(O.mul(x, O.add(O.erf(O.div(x, Math.SQRT2)), 1)), 0.5);
 
 export const frozen = (g: Graph, ew: EncoderWeights, name: string, shape: number[]): Value =>
   ew.weights.frozen(g, ew.prefix + name, shape);
