@@ -100,6 +100,35 @@ describe('speech encoders vs Hugging Face (hf-parity fixtures)', () => {
     expect(rows.filter((r) => r.status !== 'pass')).toEqual([]);
   });
 
+  it('takes the feature extractor int32 mask (and bool masks) as they come', async () => {
+    const dir = fixture('wavlm_stable');
+    const enc = loadSpeechEncoder(dir);
+    const exp = SafetensorsFile.open(path.join(dir, 'expected.safetensors'));
+    const [B, S] = exp.info('input_values').shape;
+    const x = exp.readF32('input_values');
+    const m32 = exp.read('attention_mask') as Int32Array;
+    const ref = exp.readF32('last_hidden_state');
+    const fm = exp.readI64('frame_mask');
+    exp.close();
+    expect(m32).toBeInstanceOf(Int32Array);
+    for (const dtype of ['int32', 'bool'] as const) {
+      const g = new Graph();
+      const out = enc.build(g, g.input('x', 'float32', ['b', 's']), g.input('m', dtype, ['b', 's']));
+      const s = await compile({ y: out.lastHiddenState }, { name: `enc-mask-${dtype}` });
+      try {
+        const m = dtype === 'int32' ? m32 : Uint8Array.from(m32);
+        const r = await s.run({ x: { dtype: 'float32', shape: [B, S], data: x }, m: { dtype, shape: [B, S], data: m } });
+        const y = r.y.data as Float32Array;
+        const H = r.y.shape[2];
+        let maxErr = 0;
+        for (let i = 0; i < y.length; i++) if (fm[Math.floor(i / H)] !== 0n) maxErr = Math.max(maxErr, Math.abs(y[i] - ref[i]));
+        expect(maxErr).toBeLessThan(1e-4);
+      } finally {
+        await s.release();
+      }
+    }
+  });
+
   it('frame lengths, sizes and symbolic shapes', async () => {
     const enc = loadSpeechEncoder(fixture('wav2vec2'));
     expect(enc.numHiddenStates).toBe(3);
