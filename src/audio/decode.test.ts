@@ -81,6 +81,17 @@ describe('other formats, generated from an EmoDB clip with ffmpeg / sox', () => 
     { name: 'WAV 44.1 kHz float extensible stereo', file: 'f44.wav', make: (o) => sox(src, '-e', 'floating-point', '-b', '32', '-c', '2', '-r', '44100', o), channels: 2, lossy: false, rate: 44100 },
   ];
 
+  it('probeAudio reads FLAC durations from STREAMINFO, decodes MP3 to measure it', async () => {
+    const flac = path.join(dir, 'probe.flac');
+    const mp3 = path.join(dir, 'probe.mp3');
+    ffmpeg('-i', src, flac);
+    ffmpeg('-i', src, mp3);
+    expect(await probeAudio(flac)).toEqual({ format: 'flac', sampleRate: 16000, channels: 1, frames: ref.length, durationS: refDur, source: 'header' });
+    const p = await probeAudio(mp3);
+    expect(p.source).toBe('decoded');
+    expect(Math.abs(p.durationS - refDur)).toBeLessThan(0.03);
+  });
+
   for (const c of cases) {
     it(`decodes ${c.name} to the right duration, correlated with the original`, async () => {
       const out = path.join(dir, c.file);

@@ -19,7 +19,7 @@ import { loadManifest, writeManifest, type ManifestRow } from './manifest.ts';
 import { Rng } from './rng.ts';
 
 /** Bump when the rendering changes, so stale demo corpora are regenerated. */
-export const SYNTH_VERSION = 1;
+export const SYNTH_VERSION = 2;
 
 export interface SynthSpeaker {
   id: string;
@@ -172,7 +172,8 @@ function clipSpec(r: Resolved, spk: SynthSpeaker, si: number, emotion: string, d
   const ssml = `<speak><prosody rate="${rate}%" pitch="${pitch >= 0 ? '+' : ''}${pitch}%" range="${range}%" volume="${volume}%">${body}</prosody></speak>`;
   const sentenceId = `s${String(si + 1).padStart(2, '0')}`;
   const file = path.join(dir, 'wav', `${spk.id}_${sentenceId}_${emotion}.wav`);
-  const args = ['-m', '-v', spk.voice, '-p', String(spk.pitch), '-s', String(spk.rate), '-g', String(gap), ssml];
+  // Base amplitude 60 (of espeak's 0-200) leaves headroom: at the default 100, volume above ~140 % clips.
+  const args = ['-m', '-v', spk.voice, '-a', '60', '-p', String(spk.pitch), '-s', String(spk.rate), '-g', String(gap), ssml];
   return { file, speaker: spk, sentenceId, text, emotion, args };
 }
 
