@@ -204,11 +204,11 @@ export function loadPositionalConvWeight(weights: Weights, prefix: string, cfg: 
   return out;
 }
 
-/** FF = output_dense(gelu(intermediate_dense(x))). */
+/** FF = output_dense(gelu(intermediate_dense(x))). Node scopes of layer blocks are relative to the layer's scope. */
 export function feedForward(g: Graph, ew: EncoderWeights, layer: number, x: Value): Value {
   const { hiddenSize: h, intermediateSize: f } = ew.cfg;
   const p = `encoder.layers.${layer}.feed_forward`;
-  return g.scope(p, () => {
+  return g.scope('feed_forward', () => {
     const y = gelu(linear(x, frozen(g, ew, `${p}.intermediate_dense.weight`, [f, h]), frozen(g, ew, `${p}.intermediate_dense.bias`, [f])));
     return linear(y, frozen(g, ew, `${p}.output_dense.weight`, [h, f]), frozen(g, ew, `${p}.output_dense.bias`, [h]));
   });
@@ -238,7 +238,7 @@ export function multiHeadAttention(
   const { hiddenSize: h, numAttentionHeads: nh } = ew.cfg;
   const hd = h / nh;
   const W = attentionProjections(g, ew, layer);
-  return g.scope(`encoder.layers.${layer}.attention`, () => {
+  return g.scope('attention', () => {
     const q = O.transpose(O.reshape(scaleQ(linear(x, W.q.w, W.q.b)), [0, 0, nh, hd]), [0, 2, 1, 3]); // [B, nh, T, hd]
     const kT = O.transpose(O.reshape(linear(x, W.k.w, W.k.b), [0, 0, nh, hd]), [0, 2, 3, 1]); // [B, nh, hd, T]
     const v = O.transpose(O.reshape(linear(x, W.v.w, W.v.b), [0, 0, nh, hd]), [0, 2, 1, 3]); // [B, nh, T, hd]

@@ -36,10 +36,10 @@ export function relativePositionBuckets(rel: Value, numBuckets: number, maxDista
   return O.add(side, O.where(isSmall, a, largeI));
 }
 
-/** The un-gated position bias of layer 0 for T frames: [1, heads, T, T]. `tScalar` is T as an int64 scalar. */
+/** The un-gated position bias of layer 0 for T frames: [1, heads, T, T]. `tScalar` is T as an int64 scalar (built inside layer 0's scope). */
 export function relativePositionBias(g: Graph, ew: EncoderWeights, tScalar: Value): Value {
   const { numBuckets, maxBucketDistance, numAttentionHeads: nh } = ew.cfg;
-  return g.scope('encoder.layers.0.attention.rel_attn_embed', () => {
+  return g.scope('attention.rel_attn_embed', () => {
     const t = O.range(O.constant(tScalar, [0], [], 'int64'), tScalar, O.constant(tScalar, [1], [], 'int64'));
     const rel = O.sub(O.unsqueeze(t, [0]), O.unsqueeze(t, [1])); // [T(query), T(key)] = key - query
     const buckets = relativePositionBuckets(rel, numBuckets, maxBucketDistance);
@@ -57,7 +57,7 @@ function relativePositionGate(g: Graph, ew: EncoderWeights, layer: number, x: Va
   const { hiddenSize: h, numAttentionHeads: nh } = ew.cfg;
   const hd = h / nh;
   const p = `encoder.layers.${layer}.attention`;
-  return g.scope(`${p}.gru_rel_pos`, () => {
+  return g.scope('attention.gru_rel_pos', () => {
     const w = O.reduceSum(O.reshape(frozen(g, ew, `${p}.gru_rel_pos_linear.weight`, [8, hd]), [2, 4, hd]), [1]); // [2, hd]
     const b = O.reduceSum(O.reshape(frozen(g, ew, `${p}.gru_rel_pos_linear.bias`, [8]), [2, 4]), [1]); // [2]
     const c = O.reshape(frozen(g, ew, `${p}.gru_rel_pos_const`, [1, nh, 1, 1]), [nh]);
