@@ -107,6 +107,13 @@ cases.push({ name: 'MatMul batch broadcast', inputs: [{ shape: [B, 1, T, K] }, {
 cases.push({ name: 'MatMul lhs 2-D', inputs: [{ shape: [T, K] }, { shape: [B, K, N] }], build: ([a, b]) => O.matmul(a, b) });
 cases.push({ name: 'MatMul transB', inputs: [{ shape: [B, T, K] }, { shape: [N, K] }], build: ([a, b]) => O.matmul(a, b, { transB: true }) });
 cases.push({ name: 'MatMul transA', inputs: [{ shape: [B, K, T] }, { shape: [B, K, N] }], build: ([a, b]) => O.matmul(a, b, { transA: true }) });
+// Gemm: every transpose combination, alpha/beta, bias broadcast from [N] (linear layers: A [M, K], B [N, K] with transB)
+for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]])
+  cases.push({
+    name: `Gemm transA=${+tA} transB=${+tB}`,
+    inputs: [{ shape: tA ? [5, 3] : [3, 5] }, { shape: tB ? [2, 5] : [5, 2] }, { shape: [2] }], // M=3, K=5, N=2: distinct
+    build: ([a, b, c]) => O.gemm(a, b, c, { transA: tA, transB: tB, alpha: 0.7, beta: 1.3 }),
+  });
 
 // reductions
 cases.push({ name: 'ReduceSum keepdims', inputs: [{ shape: [B, T, D] }], build: ([x]) => O.reduceSum(x, [1], true) });

@@ -345,6 +345,50 @@ export function matmul(a: Value, b: Value, opts: { transA?: boolean; transB?: bo
   return apply1('MatMul', [opts.transA ? transposeLast2(a) : a, opts.transB ? transposeLast2(b) : b]);
 }
 
+def('Gemm', {
+  infer: ([a, b, c], attrs) => {
+    if (a.rank !== 2 || b.rank !== 2) throw new Error(`Gemm needs 2-D operands, got [${a.shape}] x [${b.shape}]`);
+    if (a.dtype !== b.dtype || (c && c.dtype !== a.dtype)) throw new Error('Gemm: dtype mismatch');
+    const [m, k1] = attrs.transA ? [a.shape[1], a.shape[0]] : a.shape;
+    const [k2, n] = attrs.transB ? [b.shape[1], b.shape[0]] : b.shape;
+    if (typeof k1 === 'number' && typeof k2 === 'number' && k1 !== k2) throw new Error(`Gemm inner dims differ: [${a.shape}] x [${b.shape}]`);
+    return [{ dtype: a.dtype, shape: [m, n] }];
+  },
+  // Y = alpha A' B' + beta C (A' = A or A^T, B' = B or B^T): dA' = alpha dY B'^T, dB' = alpha A'^T dY, dC = beta dY
+  // summed to C's shape. Each is one Gemm on the stored operands (no Transpose nodes), so a frozen weight is read
+  // in place by the backward product as well.
+  grad: (n, [g], needs) => {
+    if (!g) return [];
+    const [a, b, c] = n.inputs;
+    const tA = n.attrs.transA === 1;
+    const tB = n.attrs.transB === 1;
+    const alpha = (n.attrs.alpha as number | undefined) ?? 1;
+    const beta = (n.attrs.beta as number | undefined) ?? 1;
+    const o = { alpha };
+    const ga = needs[0] ? (tA ? gemm(b, g, undefined, { ...o, transA: tB, transB: true }) : gemm(g, b, undefined, { ...o, transB: !tB })) : undefined;
+    const gb = needs[1] ? (tB ? gemm(g, a, undefined, { ...o, transA: true, transB: tA }) : gemm(a, g, undefined, { ...o, transA: !tA })) : undefined;
+    const gc = c && needs[2] ? sumToShape(beta === 1 ? g : mul(g, beta), c.shape) : undefined;
+    return [ga, gb, gc];
+  },
+});
+/**
+ * ONNX Gemm on 2-D operands: alpha * A' B' + beta * C. With a frozen weight as B and transB, ONNX Runtime
+ * prepacks the weight straight from its [out, in] layout: no transposed copy is ever made.
+ */
+export function gemm(
+  a: Value,
+  b: Value,
+  c?: Value,
+  opts: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number } = {},
+): Value {
+  const attrs: Attrs = {};
+  if (opts.transA) attrs.transA = 1;
+  if (opts.transB) attrs.transB = 1;
+  if (opts.alpha !== undefined && opts.alpha !== 1) attrs.alpha = opts.alpha;
+  if (opts.beta !== undefined && opts.beta !== 1) attrs.beta = opts.beta;
+  return apply1('Gemm', c ? [a, b, c] : [a, b], attrs);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // reductions
 
