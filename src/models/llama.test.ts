@@ -3,13 +3,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Graph } from '../graph/ir.ts';
+import { grad } from '../graph/autodiff.ts';
+import { Graph, type Value } from '../graph/ir.ts';
 import { compile, tensor } from '../graph/runtime.ts';
 import { rng } from '../graph/gradcheck.ts';
 import { SafetensorsCheckpoint, writeSafetensors, type TensorInput } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
-import { LlamaModel, loadLlamaConfig } from './llama.ts';
-import { checkAdapter, initLora, loadAdapter, loraKey, mergeLora, readAdapterConfig, saveAdapter } from './lora.ts';
+import { LlamaModel, causalLmLoss, loadLlamaConfig } from './llama.ts';
+import { checkAdapter, initLora, loadAdapter, loraFeeds, loraInputs, loraKey, mergeLora, readAdapterConfig, saveAdapter } from './lora.ts';
 import { checkLlamaFolder, checkLoraFolder, checkLoraGradFolder } from './parity/llama.ts';
 import { Weights } from './weights.ts';
 
@@ -111,6 +112,50 @@ describe('LlamaModel', () => {
       for (let v = 0; v < 300; v += 17) expect(Math.abs(got[j * 300 + v] - ref[(b * 8 + t) * 300 + v])).toBeLessThan(1e-4);
     });
     exp.close();
+  });
+});
+
+describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same model", () => {
+  it('logits, hidden states, loss and every LoRA / input gradient agree; generate agrees', async () => {
+    const model = LlamaModel.open(fixture('llama'));
+    const adapter = loadAdapter(fixture('llama_lora'));
+    const exp = SafetensorsCheckpoint.open(path.join(fixture('llama_lora_grad'), 'expected.safetensors'));
+    const results = [];
+    for (const weights of ['prepacked', 'shared'] as const) {
+      const g = new Graph();
+      const embeds = g.input('inputs_embeds', 'float32', ['b', 'l', 64]);
+      const mask = g.input('attention_mask', 'int64', ['b', 'l']);
+      const labels = g.input('labels', 'int64', ['b', 'l']);
+      const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
+      const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, outputHiddenStates: true, weights });
+      const { loss } = causalLmLoss(out.logits, labels);
+      const grads = grad(loss, [embeds, ...inputs.values()]);
+      const outputs: Record<string, Value> = { loss, logits: out.logits, h1: out.hiddenStates![1], h2: out.hiddenStates![2] };
+      grads.forEach((gr, i) => (outputs[`g${i}`] = gr));
+      const s = await compile(outputs, { cacheDir });
+      results.push(
+        await s.run({
+          inputs_embeds: tensor(exp.readF32('inputs_embeds'), [2, 8, 64]),
+          attention_mask: tensor(exp.readI64('attention_mask'), [2, 8]),
+          labels: tensor(exp.readI64('labels'), [2, 8]),
+          ...loraFeeds(adapter.tensors),
+        }),
+      );
+      await s.release();
+    }
+    const [a, b] = results;
+    for (const k of Object.keys(a)) {
+      const x = a[k].data as Float32Array;
+      const y = b[k].data as Float32Array;
+      const scale = Math.max(1, ...Array.from(x, Math.abs));
+      const diff = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
+      expect(diff, k).toBeLessThanOrEqual(2e-5 * scale);
+    }
+    exp.close();
+    const prompt = [53, 158, 109, 290, 241, 190, 205, 160];
+    const shared = await model.generate(prompt, 6, { compile: { cacheDir }, weights: 'shared' });
+    expect(shared).toEqual([53, 158, 109, 290, 241, 190, 205, 160, 169, 169, 169, 227, 19, 19]);
+    await model.release();
   });
 });
 

@@ -16,33 +16,39 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Graph, type Value } from '../graph/ir.ts';
+import { Graph, type Shape, type Value } from '../graph/ir.ts';
 import {
   INT_MAX,
   add,
   cast,
   concat,
+  constInts,
   constant,
   cos,
   div,
   equal,
   gather,
+  gemm,
   greater,
+  int64s,
   matmul,
   mul,
   neg,
   or,
   range,
+  reduceMean,
   reshape,
+  reshapeTo,
   shapeOf,
   sin,
   slice,
   softmax,
+  sqrt,
   transpose,
   unsqueeze,
   where,
 } from '../graph/ops.ts';
-import { linear, maskedCrossEntropy, rmsNorm, silu } from '../graph/nn.ts';
+import { maskedCrossEntropy, rmsNorm, silu } from '../graph/nn.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { UserError } from '../util/errors.ts';
 import { Weights } from './weights.ts';
@@ -261,6 +267,16 @@ export interface LlamaForwardOptions {
   useCache?: boolean;
   /** skip the lm_head (e.g. when only hidden states are wanted) */
   noLogits?: boolean;
+  /**
+   * How the products use the frozen weights (results are the same either way):
+   *  - 'prepacked' (default): activations are rows [B*L, C] and ONNX Runtime repacks every weight at session
+   *    creation (~12 s for a 1B model) for the fastest forward. A backward through it makes ONNX Runtime keep
+   *    a second packed copy of every weight.
+   *  - 'shared': activations are columns [C, B*L] and every weight is read unpacked, in place, by the forward
+   *    and the backward alike: one copy (1B LoRA step: 7 GB instead of 11.6 GB peak), sessions open in ~2 s,
+   *    products ~15% slower. Use it for graphs that will be differentiated.
+   */
+  weights?: 'prepacked' | 'shared';
 }
 
 export interface LlamaForwardOutput {
@@ -281,6 +297,24 @@ function dimScalar(x: Value, axis: number): Value {
   return gather(shapeOf(x), constant(x, [axis], [], 'int64'), 0);
 }
 
+/** x.shape[axis] as an int64 [1] Value (a constant when static), to assemble run-time shapes. */
+function dimVector(x: Value, axis: number): Value {
+  const d = x.shape[axis];
+  if (typeof d === 'number') return int64s(x, [d]);
+  return gather(shapeOf(x), int64s(x, [axis]), 0);
+}
+
+/** Concatenates int64 [1] pieces into a shape vector (a constant when every piece is). */
+function shapeVector(parts: Array<Value | number>): Value {
+  const like = parts.find((p): p is Value => typeof p !== 'number')!;
+  const consts = parts.map((p) => (typeof p === 'number' ? p : constInts(p)?.[0]));
+  if (consts.every((c) => c !== undefined)) return int64s(like, consts as number[]);
+  return concat(
+    parts.map((p) => (typeof p === 'number' ? int64s(like, [p]) : p)),
+    0,
+  );
+}
+
 /** Names of the Linear modules of one decoder layer with [out, in] features. */
 export function llamaLinearModules(cfg: LlamaConfig): Map<string, { in: number; out: number }> {
   const m = new Map<string, { in: number; out: number }>();
@@ -298,6 +332,73 @@ export function llamaLinearModules(cfg: LlamaConfig): Map<string, { in: number; 
   return m;
 }
 
+/**
+ * How the 2-D residual stream of one forward pass is laid out, and the views between it and [B, L, ...]:
+ * rows [B*L, C] (token-major) or columns [C, B*L] (channel-major). Run-time shapes are built once per forward.
+ */
+class Layout {
+  /** [B] and [L] as int64 [1] Values */
+  readonly bl: [Value, Value];
+  private readonly shapes = new Map<string, Value>();
+
+  constructor(
+    private readonly x3: Value,
+    private readonly headDim: number,
+    readonly columns: boolean,
+  ) {
+    this.bl = [dimVector(x3, 0), dimVector(x3, 1)];
+  }
+
+  /** The run-time shape of [B, L, ...tail] (rows) or [...tail, B, L] (columns), cached. */
+  private shape(tail: number[], columns: boolean): { shape: Value; hint: Shape } {
+    const key = `${columns}:${tail.join(',')}`;
+    if (!this.shapes.has(key)) this.shapes.set(key, this.x3.graph.scope('model', () => shapeVector(columns ? [...tail, ...this.bl] : [...this.bl, ...tail])));
+    const [b, l] = [this.x3.shape[0], this.x3.shape[1]];
+    return { shape: this.shapes.get(key)!, hint: columns ? [...tail, b, l] : [b, l, ...tail] };
+  }
+
+  /** [B, L, C] -> stream */
+  enter(x3: Value): Value {
+    const rows = reshape(x3, [-1, x3.shape[2] as number]);
+    return this.columns ? transpose(rows, [1, 0]) : rows;
+  }
+
+  /** stream -> [B, L, C]; `columns` = the layout of `x` (the lm_head emits rows in both layouts) */
+  exit(x: Value, columns = this.columns): Value {
+    const c = x.shape[columns ? 0 : 1] as number;
+    const rows = columns ? transpose(x, [1, 0]) : x;
+    const s = this.shape([c], false);
+    return reshapeTo(rows, s.shape, s.hint);
+  }
+
+  /** stream -> rows [B*L, C] */
+  rows(x: Value): Value {
+    return this.columns ? transpose(x, [1, 0]) : x;
+  }
+
+  /** a projection in the stream -> per head [B, L, n, D] */
+  toHeads(x: Value, n: number): Value {
+    const s = this.shape([n, this.headDim], this.columns);
+    const v = reshapeTo(x, s.shape, s.hint); // rows [B, L, n, D]; columns [n, D, B, L]
+    return this.columns ? transpose(v, [2, 3, 0, 1]) : v;
+  }
+
+  /** attention output [B, kv, n_rep, L, D] -> stream with channel (kv*n_rep + r)*D + d */
+  fromHeads(ctx: Value): Value {
+    const c = (ctx.shape[1] as number) * (ctx.shape[2] as number) * (ctx.shape[4] as number);
+    return this.columns
+      ? reshape(transpose(ctx, [1, 2, 4, 0, 3]), [c, -1]) // [kv, n_rep, D, B, L] -> [C, B*L]
+      : reshape(transpose(ctx, [0, 3, 1, 2, 4]), [-1, c]); // [B, L, kv, n_rep, D] -> [B*L, C]
+  }
+
+  /** RMSNorm over the channels: w * x / sqrt(mean(x^2) + eps) */
+  rmsNorm(x: Value, w: Value, eps: number): Value {
+    if (!this.columns) return rmsNorm(x, w, eps);
+    const ms = reduceMean(mul(x, x), [0], true);
+    return mul(unsqueeze(w, [1]), div(x, sqrt(add(ms, eps))));
+  }
+}
+
 export interface LlamaModelOptions {
   /** in-memory replacements for checkpoint tensors (e.g. LoRA-merged projection weights), name -> float32 */
   overrides?: ReadonlyMap<string, Float32Array>;
@@ -306,7 +407,7 @@ export interface LlamaModelOptions {
 export class LlamaModel {
   readonly invFreq: Float32Array;
   private readonly consts = new WeakMap<Graph, Map<string, Value>>();
-  private sessions?: { prefill: CompiledGraph; decode: CompiledGraph };
+  private sessions?: { prefill: CompiledGraph; decode: CompiledGraph; weights: LlamaForwardOptions['weights'] };
 
   constructor(
     readonly config: LlamaConfig,
@@ -392,14 +493,27 @@ export class LlamaModel {
     return g.scope('model.embed_tokens', () => gather(this.weight(g, 'model.embed_tokens.weight', [V, H]), ids, 0));
   }
 
-  /** A Linear module (PyTorch layout) with its optional LoRA adapter: y = x W^T + b + s * (x A^T) B^T. */
-  private linear(g: Graph, x: Value, module: string, inF: number, outF: number, bias: boolean, lora?: LoraParams): Value {
+  /**
+   * A Linear module (PyTorch layout W [out, in]) with its optional LoRA adapter, y = x W^T + b + s (x A^T) B^T,
+   * one 2-D Gemm per product on the stored weight (never a transposed copy):
+   *  - rows layout, x [N, in]: Gemm(x, W, transB) — ONNX Runtime prepacks W (fastest forward);
+   *  - columns layout, x^T [in, N]: y^T = Gemm(W, x^T) — W is read unpacked, and the backward
+   *    dx^T = Gemm(W, dy^T, transA) reads the same buffer, so training holds one copy of each weight.
+   */
+  private linear(s: Layout, x: Value, module: string, inF: number, outF: number, bias: boolean, lora?: LoraParams): Value {
+    const g = x.graph;
     const W = this.weight(g, `${module}.weight`, [outF, inF]);
     const b = bias ? this.weight(g, `${module}.bias`, [outF]) : undefined;
-    let y = linear(x, W, b);
     const ad = lora?.modules.get(module);
-    if (ad) y = add(y, mul(linear(linear(x, ad.A), ad.B), lora!.scaling)); // peft: result + lora_B(lora_A(x)) * scaling
-    return y;
+    if (!s.columns) {
+      const y = gemm(x, W, b, { transB: true });
+      if (!ad) return y;
+      return add(y, mul(gemm(gemm(x, ad.A, undefined, { transB: true }), ad.B, undefined, { transB: true }), lora!.scaling)); // peft: result + lora_B(lora_A(x)) * scaling
+    }
+    let y = gemm(W, x);
+    if (b) y = add(y, unsqueeze(b, [1]));
+    if (!ad) return y;
+    return add(y, mul(gemm(ad.B, gemm(ad.A, x)), lora!.scaling));
   }
 
   /** cos and sin of the rotary angles, [B, L, 1, D] each (sin sign-folded for rotate_half, see applyRope). */
@@ -441,9 +555,10 @@ export class LlamaModel {
     return where(hidden, minV, zeroF);
   }
 
-  /** LlamaAttention (eager): q, k, v projections, RoPE, GQA attention, o_proj. x is [B, L, H] (normed). */
+  /** LlamaAttention (eager): q, k, v projections, RoPE, GQA attention, o_proj. x is the normed stream. */
   private attention(
     g: Graph,
+    s: Layout,
     layer: number,
     x: Value,
     rope: { cos: Value; sinSigned: Value },
@@ -454,10 +569,11 @@ export class LlamaModel {
     const { hiddenSize: H, numAttentionHeads: nh, numKeyValueHeads: kv, headDim: D, attentionBias } = this.config;
     const nRep = nh / kv;
     const p = `model.layers.${layer}.self_attn`;
+    const proj = (name: string, n: number) => s.toHeads(this.linear(s, x, `${p}.${name}`, H, n * D, attentionBias, lora), n); // [B, L, n, D]
     return g.scope(p, () => {
-      const q = reshape(this.linear(g, x, `${p}.q_proj`, H, nh * D, attentionBias, lora), [0, 0, nh, D]); // [B, L, nh, D]
-      const k = reshape(this.linear(g, x, `${p}.k_proj`, H, kv * D, attentionBias, lora), [0, 0, kv, D]);
-      const v = reshape(this.linear(g, x, `${p}.v_proj`, H, kv * D, attentionBias, lora), [0, 0, kv, D]);
+      const q = proj('q_proj', nh);
+      const k = proj('k_proj', kv);
+      const v = proj('v_proj', kv);
       const qr = this.applyRope(q, rope);
       const kr = this.applyRope(k, rope);
       // query head h = kv_head * n_rep + r uses kv head floor(h / n_rep) (repeat_kv = repeat_interleave)
@@ -473,20 +589,20 @@ export class LlamaModel {
       const scores = add(div(matmul(q5, k5, { transB: true }), Math.sqrt(D)), mask); // [B, kv, n_rep, L, Lk]
       const probs = softmax(scores, -1);
       const ctx = matmul(probs, v5); // [B, kv, n_rep, L, D]
-      const merged = reshape(transpose(ctx, [0, 3, 1, 2, 4]), [0, 0, nh * D]); // [B, L, nh*D]
-      const out = this.linear(g, merged, `${p}.o_proj`, nh * D, H, attentionBias, lora);
+      const merged = s.fromHeads(ctx); // heads concatenated: channel h*D + d
+      const out = this.linear(s, merged, `${p}.o_proj`, nh * D, H, attentionBias, lora);
       return { out, present: { key: k4, value: v4 } };
     });
   }
 
   /** LlamaMLP: down_proj(silu(gate_proj(x)) * up_proj(x)). */
-  private mlp(g: Graph, layer: number, x: Value, lora: LoraParams | undefined): Value {
+  private mlp(g: Graph, s: Layout, layer: number, x: Value, lora: LoraParams | undefined): Value {
     const { hiddenSize: H, intermediateSize: I, mlpBias } = this.config;
     const p = `model.layers.${layer}.mlp`;
     return g.scope(p, () => {
-      const gate = this.linear(g, x, `${p}.gate_proj`, H, I, mlpBias, lora);
-      const up = this.linear(g, x, `${p}.up_proj`, H, I, mlpBias, lora);
-      return this.linear(g, mul(silu(gate), up), `${p}.down_proj`, I, H, mlpBias, lora);
+      const gate = this.linear(s, x, `${p}.gate_proj`, H, I, mlpBias, lora);
+      const up = this.linear(s, x, `${p}.up_proj`, H, I, mlpBias, lora);
+      return this.linear(s, mul(silu(gate), up), `${p}.down_proj`, I, H, mlpBias, lora);
     });
   }
 
@@ -497,49 +613,53 @@ export class LlamaModel {
     if (!!o.inputIds === !!o.inputsEmbeds) throw new Error('LlamaModel.forward: give exactly one of inputIds and inputsEmbeds');
     if (o.pastKeyValues && o.pastKeyValues.length !== cfg.numHiddenLayers)
       throw new Error(`LlamaModel.forward: ${o.pastKeyValues.length} past entries for ${cfg.numHiddenLayers} layers`);
-    let x = o.inputsEmbeds ?? this.embed(g, o.inputIds!);
+    const x3 = o.inputsEmbeds ?? this.embed(g, o.inputIds!); // [B, L, H]
     const pastLen = o.pastKeyValues ? dimScalar(o.pastKeyValues[0].key, 2) : undefined;
 
+    const s = g.scope('model', () => new Layout(x3, cfg.headDim, o.weights === 'shared'));
     const [rope, mask] = g.scope('model', () => {
       let pos = o.positionIds;
       if (!pos) {
-        const start = pastLen ?? constant(x, [0], [], 'int64');
-        pos = unsqueeze(range(start, add(start, dimScalar(x, 1)), constant(x, [1], [], 'int64')), [0]); // [1, L]
+        const start = pastLen ?? constant(x3, [0], [], 'int64');
+        pos = unsqueeze(range(start, add(start, dimScalar(x3, 1)), constant(x3, [1], [], 'int64')), [0]); // [1, L]
       }
-      return [this.rotary(pos), this.mask(x, pastLen, o.attentionMask)] as const;
+      return [this.rotary(pos), this.mask(x3, pastLen, o.attentionMask)] as const;
     });
+
+    // The residual stream is 2-D (rows [B*L, H], or columns [H, B*L] with shared weights): one Gemm per Linear.
+    let x = s.enter(x3);
 
     const hiddenStates: Value[] = [];
     const present: KeyValue[] = [];
     for (let i = 0; i < cfg.numHiddenLayers; i++) {
-      if (o.outputHiddenStates) hiddenStates.push(x);
+      if (o.outputHiddenStates) hiddenStates.push(i === 0 ? x3 : s.exit(x));
       const p = `model.layers.${i}`;
-      const h = g.scope(`${p}.input_layernorm`, () => rmsNorm(x, this.weight(g, `${p}.input_layernorm.weight`, [H]), eps));
-      const att = this.attention(g, i, h, rope, mask, o.lora, o.pastKeyValues?.[i]);
+      const h = g.scope(`${p}.input_layernorm`, () => s.rmsNorm(x, this.weight(g, `${p}.input_layernorm.weight`, [H]), eps));
+      const att = this.attention(g, s, i, h, rope, mask, o.lora, o.pastKeyValues?.[i]);
       present.push(att.present);
       x = add(x, att.out);
       const h2 = g.scope(`${p}.post_attention_layernorm`, () =>
-        rmsNorm(x, this.weight(g, `${p}.post_attention_layernorm.weight`, [H]), eps),
+        s.rmsNorm(x, this.weight(g, `${p}.post_attention_layernorm.weight`, [H]), eps),
       );
-      x = add(x, this.mlp(g, i, h2, o.lora));
+      x = add(x, this.mlp(g, s, i, h2, o.lora));
     }
-    const lastLayerOutput = x;
-    const normed = g.scope('model.norm', () => rmsNorm(x, this.weight(g, 'model.norm.weight', [H]), eps));
+    const lastLayerOutput = s.exit(x);
+    const normedStream = g.scope('model.norm', () => s.rmsNorm(x, this.weight(g, 'model.norm.weight', [H]), eps));
+    const normed = s.exit(normedStream);
     if (o.outputHiddenStates) hiddenStates.push(normed);
 
     let logits = normed;
     if (!o.noLogits) {
       logits = g.scope('lm_head', () => {
-        let h = normed;
-        if (o.logitsFor) {
-          // rows b*L + pos of the flattened [B*L, H] states
-          const flat = reshape(normed, [-1, H]);
-          const B = dimScalar(normed, 0);
-          const rowStart = mul(range(constant(x, [0], [], 'int64'), B, constant(x, [1], [], 'int64')), dimScalar(normed, 1));
-          h = gather(flat, add(o.logitsFor!, unsqueeze(rowStart, [1])), 0); // [B, K, H]
-        }
         const W = cfg.tieWordEmbeddings ? this.weight(g, 'model.embed_tokens.weight', [V, H]) : this.weight(g, 'lm_head.weight', [V, H]);
-        return matmul(h, W, { transB: true });
+        // logits are rows [N, V] in both layouts (columns: Gemm(h^T, W, transA, transB)); W is prepacked
+        if (!o.logitsFor) return s.exit(gemm(normedStream, W, undefined, { transA: s.columns, transB: true }), false);
+        // only the rows b*L + pos of the [B*L, H] states
+        const at = o.logitsFor;
+        const rowStart = mul(range(constant(x3, [0], [], 'int64'), dimScalar(x3, 0), constant(x3, [1], [], 'int64')), dimScalar(x3, 1));
+        const picked = gather(s.rows(normedStream), reshape(add(at, unsqueeze(rowStart, [1])), [-1]), 0); // [B*K, H]
+        const shape = shapeVector([s.bl[0], dimVector(at, 1), V]);
+        return reshapeTo(gemm(picked, W, undefined, { transB: true }), shape, [at.shape[0], at.shape[1], V]); // [B, K, V]
       });
     }
     return {
@@ -555,8 +675,12 @@ export class LlamaModel {
   // greedy generation with a KV cache
 
   /** Compiles (once) the prefill session (prompt -> last logits + cache) and the one-token decode session. */
-  async generationSessions(opts: CompileOptions = {}): Promise<{ prefill: CompiledGraph; decode: CompiledGraph }> {
-    if (this.sessions) return this.sessions;
+  async generationSessions(
+    opts: CompileOptions = {},
+    weights: LlamaForwardOptions['weights'] = 'prepacked',
+  ): Promise<{ prefill: CompiledGraph; decode: CompiledGraph }> {
+    if (this.sessions && this.sessions.weights === weights) return this.sessions;
+    await this.release();
     const { numHiddenLayers: N, numKeyValueHeads: kv, headDim: D } = this.config;
     const build = (decode: boolean) => {
       const g = new Graph();
@@ -569,7 +693,7 @@ export class LlamaModel {
           }))
         : undefined;
       const logitsFor = decode ? undefined : g.input('logits_for', 'int64', ['batch', 1]);
-      const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor });
+      const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor, weights });
       const outputs: Record<string, Value> = { logits: out.logits };
       out.presentKeyValues!.forEach((kvp, i) => {
         outputs[`present.${i}.key`] = kvp.key;
@@ -579,7 +703,7 @@ export class LlamaModel {
     };
     const prefill = await compile(build(false), { name: 'llama-prefill', ...opts });
     const decode = await compile(build(true), { name: 'llama-decode', ...opts });
-    this.sessions = { prefill, decode };
+    this.sessions = { prefill, decode, weights };
     return this.sessions;
   }
 
@@ -590,9 +714,9 @@ export class LlamaModel {
   async generate(
     promptIds: ArrayLike<number>,
     maxNewTokens: number,
-    opts: { eos?: number | number[] | null; compile?: CompileOptions } = {},
+    opts: { eos?: number | number[] | null; compile?: CompileOptions; weights?: LlamaForwardOptions['weights'] } = {},
   ): Promise<number[]> {
-    const { prefill, decode } = await this.generationSessions(opts.compile);
+    const { prefill, decode } = await this.generationSessions(opts.compile, opts.weights);
     const N = this.config.numHiddenLayers;
     const V = this.config.vocabSize;
     const eos = new Set(opts.eos === undefined ? this.config.eosTokenId : opts.eos === null ? [] : [opts.eos].flat());
