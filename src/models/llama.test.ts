@@ -9,7 +9,7 @@ import { compile, tensor } from '../graph/runtime.ts';
 import { rng } from '../graph/gradcheck.ts';
 import { SafetensorsCheckpoint, writeSafetensors, type TensorInput } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
-import { LlamaModel, causalLmLoss, loadLlamaConfig } from './llama.ts';
+import { LlamaModel, causalLmLoss, causalLmLossAt, causalLmTargets, loadLlamaConfig } from './llama.ts';
 import { checkAdapter, initLora, loadAdapter, loraFeeds, loraInputs, loraKey, mergeLora, readAdapterConfig, saveAdapter } from './lora.ts';
 import { checkLlamaFolder, checkLoraFolder, checkLoraGradFolder } from './parity/llama.ts';
 import { Weights } from './weights.ts';
@@ -156,6 +156,48 @@ describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same mod
     const shared = await model.generate(prompt, 6, { compile: { cacheDir }, weights: 'shared' });
     expect(shared).toEqual([53, 158, 109, 290, 241, 190, 205, 160, 169, 169, 169, 227, 19, 19]);
     await model.release();
+  });
+});
+
+describe('causal-LM loss on the scored positions only', () => {
+  it('causalLmTargets + logitsFor + causalLmLossAt reproduce the fixture loss and LoRA gradients', async () => {
+    const model = LlamaModel.open(fixture('llama'));
+    const adapter = loadAdapter(fixture('llama_lora'));
+    const exp = SafetensorsCheckpoint.open(path.join(fixture('llama_lora_grad'), 'expected.safetensors'));
+    const t = causalLmTargets(exp.readI64('labels'), [2, 8]);
+    expect(t.shape).toEqual([2, 3]); // 3 and 2 targets per row (README), padded to 3
+    expect(Array.from(t.targets)).toEqual([26n, 123n, 290n, 269n, 40n, -100n]);
+    // labels carry ids at t = 5, 6, 7 (row 0) and t = 3, 4 (row 1): scored by the logits one position earlier
+    expect(Array.from(t.positions)).toEqual([4n, 5n, 6n, 2n, 3n, 0n]);
+    const g = new Graph();
+    const embeds = g.input('inputs_embeds', 'float32', ['b', 'l', 64]);
+    const mask = g.input('attention_mask', 'int64', ['b', 'l']);
+    const positions = g.input('positions', 'int64', ['b', 'k']);
+    const targets = g.input('targets', 'int64', ['b', 'k']);
+    const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
+    const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, logitsFor: positions, weights: 'shared' });
+    const { loss } = causalLmLossAt(out.logits, targets);
+    const keys = [...inputs.keys()];
+    const grads = grad(loss, [...inputs.values()]);
+    const outputs: Record<string, Value> = { loss };
+    keys.forEach((k, i) => (outputs[`grad.${k}`] = grads[i]));
+    const s = await compile(outputs, { cacheDir });
+    const r = await s.run({
+      inputs_embeds: tensor(exp.readF32('inputs_embeds'), [2, 8, 64]),
+      attention_mask: tensor(exp.readI64('attention_mask'), [2, 8]),
+      positions: tensor(t.positions, t.shape),
+      targets: tensor(t.targets, t.shape),
+      ...loraFeeds(adapter.tensors),
+    });
+    await s.release();
+    expect(Math.abs((r.loss.data as Float32Array)[0] - exp.readF32('loss')[0])).toBeLessThan(1e-4);
+    for (const k of keys) {
+      const ref = exp.readF32(`grad.${k}`);
+      const got = r[`grad.${k}`].data as Float32Array;
+      const refMax = Math.max(...Array.from(ref, Math.abs));
+      expect(got.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i])), 0), k).toBeLessThanOrEqual(Math.max(1e-4 * refMax, 1e-6));
+    }
+    exp.close();
   });
 });
 

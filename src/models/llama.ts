@@ -6,13 +6,23 @@
  * follows is ../shared/fixtures/hf-parity/README.md ("Llama").
  *
  * Performance notes (the frozen model is multi-GB; every op below is chosen to avoid copies):
- *  - Frozen weights are file-backed initializers: ONNX Runtime reads them from the checkpoint file and
- *    prepacks them for its GEMM; nothing passes through JS.
+ *  - Frozen weights are file-backed initializers: ONNX Runtime reads them from the checkpoint file; nothing
+ *    passes through JS. Each Linear is one 2-D Gemm on the stored [out, in] weight, never a transposed copy.
+ *    `weights: 'prepacked'` (rows layout, default) lets ONNX Runtime prepack every weight: fastest products,
+ *    ~12 s to open a 1B session. `weights: 'shared'` (columns layout) reads the weights unpacked in place,
+ *    forward and backward alike: one copy in training, sessions open in ~1-2 s (see LlamaForwardOptions).
  *  - cos/sin of RoPE are computed once per forward from the position ids and shared by all layers.
  *  - GQA never materialises repeated K/V: queries are viewed as [B, kv, n_rep, L, D] and multiplied with
  *    K/V viewed as [B, kv, 1, L, D] (a broadcasting MatMul), which is repeat_interleave semantics.
  *  - The additive mask is built once per forward ([B, 1, 1, L, Lk]) and shared by all layers.
  *  - LoRA's low-rank path is two small matmuls, x A^T then B^T; B A is never formed in training.
+ *  - Generation uses one session for the prompt (past length 0) and the decode steps: one copy of the weights.
+ *  - Training on answers only: causalLmTargets + logitsFor run the lm_head at the scored positions only.
+ *
+ * Measured on this 2-core machine, Llama-3.2-1B shapes, F32, 128 tokens (scratch/llama-bench.ts; PyTorch
+ * 1.13 reference 3474 ms forward, 7208 ms LoRA fwd+bwd, 6.0 GB): forward ~1.8 s (either mode, 6.1 GB peak);
+ * LoRA r=8 q,v fwd+bwd ~3.5 s prepacked (11.6 GB peak) or ~4.0 s shared (7.1 GB peak, 4.9 GB of it the
+ * memory-mapped checkpoint).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,6 +37,7 @@ import {
   cos,
   div,
   equal,
+  fill,
   gather,
   gemm,
   greater,
@@ -407,7 +418,7 @@ export interface LlamaModelOptions {
 export class LlamaModel {
   readonly invFreq: Float32Array;
   private readonly consts = new WeakMap<Graph, Map<string, Value>>();
-  private sessions?: { prefill: CompiledGraph; decode: CompiledGraph; weights: LlamaForwardOptions['weights'] };
+  private session?: { graph: CompiledGraph; weights: LlamaForwardOptions['weights'] };
 
   constructor(
     readonly config: LlamaConfig,
@@ -674,86 +685,80 @@ export class LlamaModel {
   // -------------------------------------------------------------------------------------------------------
   // greedy generation with a KV cache
 
-  /** Compiles (once) the prefill session (prompt -> last logits + cache) and the one-token decode session. */
-  async generationSessions(
-    opts: CompileOptions = {},
-    weights: LlamaForwardOptions['weights'] = 'prepacked',
-  ): Promise<{ prefill: CompiledGraph; decode: CompiledGraph }> {
-    if (this.sessions && this.sessions.weights === weights) return this.sessions;
+  /**
+   * The generation session (compiled once per weights mode): one graph for prefill and decode, so the weights
+   * are loaded once. Inputs: input_ids and position_ids [B, L], past.{i}.key/value [B, kv, P, D] (P = 0 for
+   * the prompt), logits_for [B, 1]; outputs: logits [B, 1, V] and present.{i}.key/value [B, kv, P+L, D].
+   */
+  async generationSession(opts: CompileOptions = {}, weights: LlamaForwardOptions['weights'] = 'prepacked'): Promise<CompiledGraph> {
+    if (this.session && this.session.weights === weights) return this.session.graph;
     await this.release();
     const { numHiddenLayers: N, numKeyValueHeads: kv, headDim: D } = this.config;
-    const build = (decode: boolean) => {
-      const g = new Graph();
-      const ids = g.input('input_ids', 'int64', ['batch', decode ? 1 : 'seq']);
-      const positionIds = g.input('position_ids', 'int64', ['batch', decode ? 1 : 'seq']);
-      const past = decode
-        ? Array.from({ length: N }, (_, i) => ({
-            key: g.input(`past.${i}.key`, 'float32', ['batch', kv, 'past', D]),
-            value: g.input(`past.${i}.value`, 'float32', ['batch', kv, 'past', D]),
-          }))
-        : undefined;
-      const logitsFor = decode ? undefined : g.input('logits_for', 'int64', ['batch', 1]);
-      const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor, weights });
-      const outputs: Record<string, Value> = { logits: out.logits };
-      out.presentKeyValues!.forEach((kvp, i) => {
-        outputs[`present.${i}.key`] = kvp.key;
-        outputs[`present.${i}.value`] = kvp.value;
-      });
-      return outputs;
-    };
-    const prefill = await compile(build(false), { name: 'llama-prefill', ...opts });
-    const decode = await compile(build(true), { name: 'llama-decode', ...opts });
-    this.sessions = { prefill, decode, weights };
-    return this.sessions;
+    const g = new Graph();
+    const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
+    const positionIds = g.input('position_ids', 'int64', ['batch', 'seq']);
+    const past = Array.from({ length: N }, (_, i) => ({
+      key: g.input(`past.${i}.key`, 'float32', ['batch', kv, 'past', D]),
+      value: g.input(`past.${i}.value`, 'float32', ['batch', kv, 'past', D]),
+    }));
+    const logitsFor = g.input('logits_for', 'int64', ['batch', 1]);
+    const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor, weights });
+    const outputs: Record<string, Value> = { logits: out.logits };
+    out.presentKeyValues!.forEach((kvp, i) => {
+      outputs[`present.${i}.key`] = kvp.key;
+      outputs[`present.${i}.value`] = kvp.value;
+    });
+    const graph = await compile(outputs, { name: 'llama-generate', ...opts });
+    this.session = { graph, weights };
+    return graph;
   }
 
   /**
    * Greedy decoding (HF generate with do_sample=false): prompt ids + up to maxNewTokens argmax tokens, stopping
-   * after an eos token (which is kept). Returns the full sequence, like HF's output_ids.
+   * after an eos token (which is kept). Returns the full sequence, like HF's output_ids. The prompt runs once
+   * (past length 0), then one token per step against the key/value cache.
    */
   async generate(
     promptIds: ArrayLike<number>,
     maxNewTokens: number,
     opts: { eos?: number | number[] | null; compile?: CompileOptions; weights?: LlamaForwardOptions['weights'] } = {},
   ): Promise<number[]> {
-    const { prefill, decode } = await this.generationSessions(opts.compile, opts.weights);
-    const N = this.config.numHiddenLayers;
-    const V = this.config.vocabSize;
+    const session = await this.generationSession(opts.compile, opts.weights);
+    const { numHiddenLayers: N, vocabSize: V, numKeyValueHeads: kv, headDim: D } = this.config;
     const eos = new Set(opts.eos === undefined ? this.config.eosTokenId : opts.eos === null ? [] : [opts.eos].flat());
     const out = Array.from(promptIds);
-    const P = out.length;
-    if (P === 0) throw new UserError('generate: the prompt is empty');
+    if (out.length === 0) throw new UserError('generate: the prompt is empty');
     if (maxNewTokens <= 0) return out;
     const ids64 = (xs: number[]) => BigInt64Array.from(xs.map((v) => BigInt(v)));
-    let res = await prefill.run({
-      input_ids: tensor(ids64(out), [1, P]),
-      position_ids: tensor(ids64(out.map((_, i) => i)), [1, P]),
-      logits_for: tensor(ids64([P - 1]), [1, 1]),
-    });
+    const cache: Record<string, Tensor> = {};
+    for (let i = 0; i < N; i++)
+      for (const kind of ['key', 'value']) cache[`past.${i}.${kind}`] = tensor(new Float32Array(0), [1, kv, 0, D]);
+    let fresh = out; // tokens not yet in the cache
     for (let step = 0; ; step++) {
+      const start = out.length - fresh.length;
+      const res = await session.run({
+        input_ids: tensor(ids64(fresh), [1, fresh.length]),
+        position_ids: tensor(ids64(fresh.map((_, i) => start + i)), [1, fresh.length]),
+        logits_for: tensor(ids64([fresh.length - 1]), [1, 1]),
+        ...cache,
+      });
       const logits = res.logits.data as Float32Array;
       let best = 0;
       for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j; // first maximum, like torch.argmax
       out.push(best);
       if (eos.has(best) || step + 1 >= maxNewTokens) break;
-      const feeds: Record<string, Tensor> = {
-        input_ids: tensor(ids64([best]), [1, 1]),
-        position_ids: tensor(ids64([out.length - 1]), [1, 1]),
-      };
-      for (let i = 0; i < N; i++) {
-        feeds[`past.${i}.key`] = res[`present.${i}.key`];
-        feeds[`past.${i}.value`] = res[`present.${i}.value`];
-      }
-      res = await decode.run(feeds);
+      for (let i = 0; i < N; i++)
+        for (const kind of ['key', 'value']) cache[`past.${i}.${kind}`] = res[`present.${i}.${kind}`];
+      fresh = [best];
     }
     return out;
   }
 
   async release(): Promise<void> {
-    if (this.sessions) {
-      await this.sessions.prefill.release();
-      await this.sessions.decode.release();
-      this.sessions = undefined;
+    if (this.session) {
+      const s = this.session;
+      this.session = undefined;
+      await s.graph.release();
     }
   }
 }
@@ -767,8 +772,50 @@ export class LlamaModel {
  * targets). perToken is [B, L-1] (0 where ignored), as HF's token_loss.
  */
 export function causalLmLoss(logits: Value, labels: Value, ignoreIndex = -100): { loss: Value; sum: Value; count: Value; perToken: Value } {
-  const shiftLogits = slice(logits, [0], [-1], [1]);
-  const shiftLabels = slice(labels, [1], [INT_MAX], [1]);
-  const { sum, count, perToken } = maskedCrossEntropy(shiftLogits, shiftLabels, ignoreIndex);
+  // Shifting the labels left (and ignoring the last position) scores exactly the same pairs as slicing
+  // logits[:, :-1], without copying the [B, L-1, V] logits (64 MB for Llama-3 at L=128) or padding its gradient.
+  const ignored = fill(shapeVector([dimVector(labels, 0), 1]), [labels.shape[0], 1], ignoreIndex, 'int64');
+  const shifted = concat([slice(labels, [1], [INT_MAX], [1]), ignored], 1); // [B, L]: shifted[t] = labels[t+1]
+  const { sum, count, perToken } = maskedCrossEntropy(logits, shifted, ignoreIndex);
+  return { loss: div(sum, count), sum, count, perToken: slice(perToken, [0], [-1], [1]) };
+}
+
+/**
+ * The scored (position, target) pairs of HF's shifted loss, computed on the host from the labels: for each
+ * row, positions t with labels[t+1] != ignoreIndex, padded to the longest row with position 0 and target
+ * ignoreIndex. Feed `positions` as forward's logitsFor and take causalLmLossAt(logits, targets): the
+ * lm_head then runs on the answer tokens only (EmoSLLM prompts are long, answers a few tokens), and the
+ * loss equals causalLmLoss over the full logits.
+ */
+export function causalLmTargets(
+  labels: ArrayLike<bigint | number>,
+  shape: [number, number],
+  ignoreIndex = -100,
+): { positions: BigInt64Array; targets: BigInt64Array; shape: [number, number] } {
+  const [B, L] = shape;
+  const rows: Array<Array<[number, bigint]>> = [];
+  for (let b = 0; b < B; b++) {
+    const r: Array<[number, bigint]> = [];
+    for (let t = 0; t + 1 < L; t++) {
+      const y = BigInt(labels[b * L + t + 1]);
+      if (y !== BigInt(ignoreIndex)) r.push([t, y]);
+    }
+    rows.push(r);
+  }
+  const K = Math.max(1, ...rows.map((r) => r.length));
+  const positions = new BigInt64Array(B * K);
+  const targets = new BigInt64Array(B * K).fill(BigInt(ignoreIndex));
+  rows.forEach((r, b) =>
+    r.forEach(([t, y], k) => {
+      positions[b * K + k] = BigInt(t);
+      targets[b * K + k] = y;
+    }),
+  );
+  return { positions, targets, shape: [B, K] };
+}
+
+/** The causal-LM loss from logits at causalLmTargets' positions [B, K, V] and its targets [B, K]. */
+export function causalLmLossAt(logits: Value, targets: Value, ignoreIndex = -100): { loss: Value; sum: Value; count: Value; perToken: Value } {
+  const { sum, count, perToken } = maskedCrossEntropy(logits, targets, ignoreIndex);
   return { loss: div(sum, count), sum, count, perToken };
 }
