@@ -159,6 +159,49 @@ describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same mod
   });
 });
 
+describe('attention_bias / mlp_bias', () => {
+  const withBiases = (value: (i: number) => number) =>
+    copyModel(
+      'llama',
+      (t) => {
+        const model = LlamaModel.open(fixture('llama'));
+        for (const [m, s] of model.linearModules())
+          t[`${m}.bias`] = { dtype: 'F32', shape: [s.out], data: Float32Array.from({ length: s.out }, (_, i) => value(i)) };
+      },
+      (c) => {
+        c.attention_bias = true;
+        c.mlp_bias = true;
+      },
+    );
+  const logits = async (dir: string, weights: 'prepacked' | 'shared') => {
+    const model = LlamaModel.open(dir);
+    const exp = SafetensorsCheckpoint.open(path.join(fixture('llama'), 'expected.safetensors'));
+    const g = new Graph();
+    const ids = g.input('input_ids', 'int64', ['b', 'l']);
+    const s = await compile({ logits: model.forward(g, { inputIds: ids, weights }).logits }, { cacheDir });
+    const r = await s.run({ input_ids: tensor(exp.readI64('input_ids').slice(0, 8), [1, 8]) }); // row 0 is unpadded
+    await s.release();
+    const ref = exp.readF32('single.0.logits');
+    exp.close();
+    return { got: r.logits.data as Float32Array, ref };
+  };
+  const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+  it('zero biases reproduce the bias-free reference in both weight modes', async () => {
+    const dir = withBiases(() => 0);
+    for (const mode of ['prepacked', 'shared'] as const) {
+      const { got, ref } = await logits(dir, mode);
+      expect(maxDiff(got, ref), mode).toBeLessThan(1e-4);
+    }
+  });
+  it('non-zero biases are applied, identically in both weight modes', async () => {
+    const dir = withBiases((i) => 0.05 * Math.sin(i + 1));
+    const a = await logits(dir, 'prepacked');
+    const b = await logits(dir, 'shared');
+    expect(maxDiff(a.got, a.ref)).toBeGreaterThan(1e-2);
+    expect(maxDiff(a.got, b.got)).toBeLessThan(1e-4);
+  });
+});
+
 describe('causal-LM loss on the scored positions only', () => {
   it('causalLmTargets + logitsFor + causalLmLossAt reproduce the fixture loss and LoRA gradients', async () => {
     const model = LlamaModel.open(fixture('llama'));
