@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { DType, Dim, TypedArray, Value } from './ir.ts';
+import { UserError } from '../util/errors.ts';
 import { type EmitOptions, type EmittedModel, emitModel, encodeModel } from './onnx.ts';
 
 /** A host tensor: typed array + shape. */
@@ -223,14 +224,29 @@ export function materialize(outputs: Record<string, Value>, opts: CompileOptions
   return { dir, model };
 }
 
+/** EMOSLLM_EP=cuda,cpu: execution providers for every session (README, "GPU and other execution providers"). */
+function envProviders(): string[] | undefined {
+  const v = process.env.EMOSLLM_EP?.trim();
+  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+/** EMOSLLM_THREADS=N: intra-op threads for every session. */
+function envThreads(): number | undefined {
+  const v = process.env.EMOSLLM_THREADS;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`EMOSLLM_THREADS must be a positive integer, got "${v}"`);
+  return n;
+}
+
 export function sessionOptions(opts: CompileOptions = {}): ort.InferenceSession.SessionOptions {
   const spin = opts.spinning ? '1' : '0';
   return {
-    intraOpNumThreads: opts.threads ?? os.availableParallelism(),
+    intraOpNumThreads: opts.threads ?? envThreads() ?? os.availableParallelism(),
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
-    executionProviders: (opts.executionProviders ?? ['cpu']) as ort.InferenceSession.ExecutionProviderConfig[],
+    executionProviders: (opts.executionProviders ?? envProviders() ?? ['cpu']) as ort.InferenceSession.ExecutionProviderConfig[],
     extra: { session: { intra_op: { allow_spinning: spin }, inter_op: { allow_spinning: spin } } },
   };
 }
