@@ -481,7 +481,24 @@ export class LlamaModel {
     return llamaLinearModules(this.config);
   }
 
-  /** A frozen weight of this model in graph `g` (one Value per graph and name; overrides win). */
+  /**
+   * Makes `g` use these Values (e.g. trainable graph inputs) for the named checkpoint tensors instead of the
+   * frozen file-backed constants: full fine-tuning feeds the LLM's weights like any other parameter.
+   */
+  bindWeights(g: Graph, values: ReadonlyMap<string, Value>): void {
+    const expected = this.expectedTensors();
+    let m = this.consts.get(g);
+    if (!m) this.consts.set(g, (m = new Map()));
+    for (const [name, v] of values) {
+      const shape = expected.get(name);
+      if (!shape) throw new Error(`bindWeights: "${name}" is not a tensor of this model`);
+      if (v.rank !== shape.length || v.shape.some((d, i) => d !== shape[i])) throw new Error(`bindWeights: ${v} for "${name}" [${shape.join(', ')}]`);
+      if (m.has(name)) throw new Error(`bindWeights: "${name}" is already used in this graph`);
+      m.set(name, v);
+    }
+  }
+
+  /** A frozen weight of this model in graph `g` (one Value per graph and name; bound values and overrides win). */
   weight(g: Graph, name: string, shape: number[]): Value {
     let m = this.consts.get(g);
     if (!m) this.consts.set(g, (m = new Map()));

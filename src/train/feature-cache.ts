@@ -225,6 +225,28 @@ export class FeatureCache {
     return entries.map((e) => ({ states: e.layers.map(decode), frames: e.frames, dim: this.encoder.hiddenSize }));
   }
 
+  /**
+   * The stored states for a key from `key()`, or undefined when neither memory nor disk has them (evicted, or
+   * deleted): callers that kept only keys (not samples) fall back to `get(samples)` then.
+   */
+  lookup(key: string): CachedStates | undefined {
+    if (!this.enabled) return undefined;
+    let e = this.memory.get(key);
+    if (e) {
+      this.memory.delete(key);
+      this.memory.set(key, e);
+      this.stats.hits++;
+      this.stats.memoryHits++;
+    } else {
+      e = this.readDisk(key);
+      if (!e) return undefined;
+      this.stats.hits++;
+      this.stats.diskHits++;
+      this.remember(key, e);
+    }
+    return { states: e.layers.map(decode), frames: e.frames, dim: this.encoder.hiddenSize };
+  }
+
   /** Drops the in-memory entries (disk entries stay). */
   clearMemory(): void {
     this.memory.clear();

@@ -1,0 +1,517 @@
+/**
+ * EmoSLLM (Thimonier et al. 2025) end to end: audio -> frozen speech encoder states -> QPMapper -> n_q audio
+ * tokens -> Llama (+ LoRA) reading [audio tokens | chat-templated prompt (+ transcript) | answer] -> label.
+ *
+ * The three pieces stay separate and swappable (frame-encoders.ts, qpmapper.ts, llama.ts); this file joins
+ * them into the two graphs the toolkit runs:
+ *   - the training step: the causal-LM loss summed over the answer tokens of a batch, and its gradient with
+ *     respect to every trainable parameter (mapper, plus LoRA matrices or the LLM's own weights), in one graph;
+ *   - label scoring: log p(answer_c | audio, prompt) for every candidate label c, the shared prefix
+ *     [audio | prompt] run once with a key/value cache and the candidate answers batched against it, then a
+ *     softmax over the candidates.
+ *
+ * A trained model is a folder:
+ *   emosllm.json              what to load (encoder, LLM, labels, prompt, mapper config, how the LLM was trained)
+ *   mapper.safetensors        QPMapper weights (config in __metadata__)
+ *   adapter/                  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors), with LoRA
+ *   llm_weights.safetensors   the trained LLM tensors, with llm_train = full
+ *   llm/                      the built-in tiny LLM's checkpoint (a Hugging Face folder), when it is used
+ * Paths in emosllm.json are relative to the folder, so a model folder can be moved or copied as a whole.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { grad } from '../graph/autodiff.ts';
+import { Graph, type Value } from '../graph/ir.ts';
+import { maskedCrossEntropy } from '../graph/nn.ts';
+import { add, concat, dimOf, expand, gather, logSoftmax, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
+import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
+import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
+import { Rng } from '../data/rng.ts';
+import { type Batch, type ClipStates, IGNORE_INDEX } from '../train/batches.ts';
+import { UserError } from '../util/errors.ts';
+import { writeFileAtomic } from '../util/fs.ts';
+import type { FrameEncoder } from './fbank.ts';
+import { type EncoderSpec, openFrameEncoder, releaseFrameEncoder } from './frame-encoders.ts';
+import { LlamaModel, causalLmLossAt } from './llama.ts';
+import { type LoraConfig, type LoraTensors, initLora, loadAdapter, loraInputs, saveAdapter, checkAdapter } from './lora.ts';
+import { DEFAULT_PROMPT, PromptBuilder, type PromptConfig, TextTokenizer } from './prompt.ts';
+import {
+  type QPMapperConfig,
+  buildQPMapper,
+  defaultQPMapperConfig,
+  initQPMapper,
+  loadQPMapper,
+  qpmapperConfigFromJson,
+  qpmapperConfigToJson,
+  qpmapperParamShapes,
+  saveQPMapper,
+} from './qpmapper.ts';
+
+export const MODEL_FORMAT = 'emosllm-model/1';
+export const MODEL_FILE = 'emosllm.json';
+
+/** How the LLM is adapted: LoRA matrices (base frozen), every weight but the token embeddings, or not at all. */
+export type LlmTrain = 'lora' | 'full' | 'frozen';
+
+export interface EmoSLLMSpec {
+  format: typeof MODEL_FORMAT;
+  labels: string[];
+  prompt: PromptConfig;
+  encoder: EncoderSpec;
+  /** Encoder hidden states fed to the mapper (indices into the encoder's hidden states). */
+  encoderLayers: number[];
+  /** QPMapper config (snake_case, as in its config.json). */
+  mapper: Record<string, number>;
+  /** The LLM checkpoint folder (relative to the model folder, or absolute). */
+  llm: { path: string; builtin?: 'tiny' };
+  llmTrain: LlmTrain;
+  lora?: { r: number; alpha: number; targetModules: string[] };
+  audio: {
+    /** crop length of training clips */
+    trainCropSeconds: number;
+    /** longest clip scored whole (longer ones: centre crop, or windows in predict) */
+    maxSeconds: number;
+  };
+  /** Free-form provenance (data, steps, metrics of the best checkpoint...). */
+  info?: Record<string, unknown>;
+}
+
+/** Trainable parameters by graph input name: `mapper.<name>`, PEFT LoRA keys, or `llm.<tensor>`. */
+export type Params = Record<string, Float32Array>;
+
+const MAPPER_PREFIX = 'mapper.';
+const LLM_PREFIX = 'llm.';
+
+/**
+ * LLM tensors trained with llm_train = full: every weight but the token embedding matrix (with tied embeddings
+ * also the output layer). It is most of a small model (16.4M of the tiny LLM's 16.8M parameters: 128k
+ * vocabulary rows), triples the step time when trained, and a label set needs only a handful of its rows.
+ */
+function fullTrainTensors(llm: LlamaModel): Map<string, number[]> {
+  const t = llm.expectedTensors();
+  t.delete('model.embed_tokens.weight');
+  t.delete('lm_head.weight');
+  return t;
+}
+
+export interface ScoreResult {
+  labels: string[];
+  /** log p(answer | audio, prompt) per label */
+  scores: number[];
+  /** softmax of the scores */
+  probabilities: number[];
+}
+
+export interface CreateOptions {
+  labels: string[];
+  encoder: EncoderSpec;
+  /** LLM checkpoint folder (absolute, or relative to the cwd) */
+  llmDir: string;
+  llmBuiltin?: 'tiny';
+  llmTrain: LlmTrain;
+  lora?: { r: number; alpha: number; targetModules: string[] };
+  /** overrides of the paper's mapper defaults (camelCase QPMapperConfig keys) */
+  mapper?: Partial<QPMapperConfig>;
+  encoderLayers?: number[];
+  prompt?: PromptConfig;
+  trainCropSeconds?: number;
+  maxSeconds?: number;
+  seed: number;
+  compile?: CompileOptions;
+}
+
+export class EmoSLLM {
+  private trainSession?: Promise<CompiledGraph>;
+  private scoreSession?: Promise<CompiledGraph>;
+  private prompts = new Map<string, PromptBuilder>();
+  readonly shapes: Record<string, number[]> = {};
+
+  private constructor(
+    readonly spec: EmoSLLMSpec,
+    /** folder paths in the spec are relative to */
+    readonly baseDir: string,
+    readonly encoder: FrameEncoder,
+    readonly llm: LlamaModel,
+    readonly tokenizer: TextTokenizer,
+    readonly mapperConfig: QPMapperConfig,
+    readonly loraConfig: LoraConfig | undefined,
+    /** trainable parameters, updated in place by the optimiser */
+    readonly params: Params,
+    readonly compileOptions: CompileOptions = {},
+  ) {
+    for (const [n, s] of qpmapperParamShapes(mapperConfig)) this.shapes[MAPPER_PREFIX + n] = s;
+    if (spec.llmTrain === 'full') for (const [n, s] of fullTrainTensors(llm)) this.shapes[LLM_PREFIX + n] = s;
+    if (loraConfig) for (const k of Object.keys(params)) if (!k.startsWith(MAPPER_PREFIX)) this.shapes[k] = this.loraShape(k);
+    for (const k of Object.keys(params)) if (!(k in this.shapes)) throw new Error(`EmoSLLM: unexpected parameter ${k}`);
+    for (const k of Object.keys(this.shapes)) if (!params[k]) throw new Error(`EmoSLLM: missing parameter ${k}`);
+  }
+
+  get labels(): string[] {
+    return this.spec.labels;
+  }
+
+  /** The trainable parameter names, in a fixed order (gradients and optimiser state follow it). */
+  get paramNames(): string[] {
+    return Object.keys(this.shapes);
+  }
+
+  /** A fresh model: the mapper (and LoRA) initialised from `seed`, the LLM's own weights as in its checkpoint. */
+  static create(o: CreateOptions): EmoSLLM {
+    const labels = o.labels;
+    if (labels.length < 2) throw new UserError(`need at least two labels, got [${labels.join(', ')}]`);
+    const llmDir = path.resolve(o.llmDir);
+    const llm = LlamaModel.open(llmDir);
+    const tokenizer = TextTokenizer.load(llmDir);
+    const encoder = openFrameEncoder(o.encoder, process.cwd(), o.compile);
+    const layers = o.encoderLayers ?? Array.from({ length: encoder.numHiddenStates }, (_, i) => i);
+    for (const l of layers)
+      if (!Number.isInteger(l) || l < 0 || l >= encoder.numHiddenStates)
+        throw new UserError(`encoder layer ${l} is out of range: the encoder has hidden states 0..${encoder.numHiddenStates - 1}`);
+    const maxSeconds = o.maxSeconds ?? 30;
+    const mapperConfig = defaultQPMapperConfig({
+      dIn: encoder.hiddenSize,
+      numHiddenStates: layers.length,
+      dLlm: llm.config.hiddenSize,
+      tMax: Math.ceil(maxSeconds * encoder.frameRate),
+      ...o.mapper,
+    });
+    const rng = new Rng(`emosllm:${o.seed}`);
+    const params: Params = {};
+    for (const [n, v] of Object.entries(initQPMapper(mapperConfig, () => rng.next()))) params[MAPPER_PREFIX + n] = v;
+    let loraConfig: LoraConfig | undefined;
+    if (o.llmTrain === 'lora') {
+      const l = o.lora ?? { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] };
+      loraConfig = { r: l.r, loraAlpha: l.alpha, targetModules: l.targetModules, useRslora: false, loraDropout: 0, baseModelNameOrPath: null, taskType: 'CAUSAL_LM' };
+      for (const [k, t] of initLora(loraConfig, llm.linearModules(), () => rng.next())) params[k] = t.data;
+    } else if (o.llmTrain === 'full') {
+      for (const name of fullTrainTensors(llm).keys()) params[LLM_PREFIX + name] = llm.weights.read(name);
+    }
+    const spec: EmoSLLMSpec = {
+      format: MODEL_FORMAT,
+      labels: [...labels],
+      prompt: o.prompt ?? DEFAULT_PROMPT,
+      encoder: o.encoder.kind === 'hf' ? { kind: 'hf', path: path.resolve(o.encoder.path) } : o.encoder,
+      encoderLayers: layers,
+      mapper: qpmapperConfigToJson(mapperConfig),
+      llm: { path: llmDir, ...(o.llmBuiltin ? { builtin: o.llmBuiltin } : {}) },
+      llmTrain: o.llmTrain,
+      ...(o.llmTrain === 'lora' ? { lora: o.lora ?? { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] } } : {}),
+      audio: { trainCropSeconds: o.trainCropSeconds ?? 3, maxSeconds },
+    };
+    const m = new EmoSLLM(spec, process.cwd(), encoder, llm, tokenizer, mapperConfig, loraConfig, params, o.compile);
+    m.prompt(labels); // label set problems (duplicates, labels that tokenise alike) fail now, not mid-training
+    return m;
+  }
+
+  /** Opens a trained model folder (see the file comment). Every problem is a one-line UserError naming the file. */
+  static load(dir: string, opts: CompileOptions = {}): EmoSLLM {
+    const file = path.join(dir, MODEL_FILE);
+    if (!fs.existsSync(file)) throw new UserError(`not an emosllm model folder (no ${MODEL_FILE})`, dir);
+    let spec: EmoSLLMSpec;
+    try {
+      spec = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new UserError(`not valid JSON: ${(e as Error).message}`, file);
+    }
+    if (spec.format !== MODEL_FORMAT) throw new UserError(`format is ${JSON.stringify(spec.format)}, expected "${MODEL_FORMAT}"`, file);
+    if (!Array.isArray(spec.labels) || spec.labels.length < 2 || spec.labels.some((l) => typeof l !== 'string'))
+      throw new UserError('"labels" must list at least two label strings', file);
+    if (!['lora', 'full', 'frozen'].includes(spec.llmTrain)) throw new UserError(`"llmTrain" must be lora, full or frozen, got ${JSON.stringify(spec.llmTrain)}`, file);
+    const llmDir = path.resolve(dir, spec.llm?.path ?? '');
+    if (!fs.existsSync(path.join(llmDir, 'config.json'))) throw new UserError(`the LLM folder ${llmDir} has no config.json`, file);
+    const llm = LlamaModel.open(llmDir);
+    const tokenizer = TextTokenizer.load(llmDir);
+    const encoder = openFrameEncoder(spec.encoder, dir, opts);
+    const { config: mapperConfig, params: mp } = loadQPMapper(path.join(dir, 'mapper.safetensors'));
+    const want = qpmapperConfigFromJson(spec.mapper, `${file}: mapper`);
+    if (JSON.stringify(qpmapperConfigToJson(want)) !== JSON.stringify(qpmapperConfigToJson(mapperConfig)))
+      throw new UserError('mapper.safetensors does not hold the mapper emosllm.json describes', dir);
+    if (mapperConfig.dIn !== encoder.hiddenSize || mapperConfig.numHiddenStates !== spec.encoderLayers.length)
+      throw new UserError(`the mapper reads ${mapperConfig.numHiddenStates} x ${mapperConfig.dIn} encoder states, the encoder gives ${spec.encoderLayers.length} x ${encoder.hiddenSize}`, file);
+    if (mapperConfig.dLlm !== llm.config.hiddenSize) throw new UserError(`the mapper outputs width ${mapperConfig.dLlm}, the LLM's hidden size is ${llm.config.hiddenSize}`, file);
+    const params: Params = {};
+    for (const [n, v] of Object.entries(mp)) params[MAPPER_PREFIX + n] = v;
+    let loraConfig: LoraConfig | undefined;
+    if (spec.llmTrain === 'lora') {
+      const adapter = loadAdapter(path.join(dir, 'adapter'));
+      checkAdapter(adapter, llm.linearModules());
+      loraConfig = adapter.config;
+      for (const [k, t] of adapter.tensors) params[k] = t.data;
+    } else if (spec.llmTrain === 'full') {
+      const wfile = path.join(dir, 'llm_weights.safetensors');
+      const f = SafetensorsFile.open(wfile);
+      try {
+        for (const [name, shape] of fullTrainTensors(llm)) {
+          if (!f.has(name)) throw new UserError(`missing tensor "${name}"`, wfile);
+          const info = f.info(name);
+          if (info.shape.join(',') !== shape.join(',')) throw new UserError(`tensor "${name}" has shape [${info.shape}], the LLM needs [${shape}]`, wfile);
+          params[LLM_PREFIX + name] = f.readF32(name);
+        }
+      } finally {
+        f.close();
+      }
+    }
+    const m = new EmoSLLM(spec, dir, encoder, llm, tokenizer, mapperConfig, loraConfig, params, opts);
+    m.prompt(spec.labels);
+    return m;
+  }
+
+  /** Writes the model folder (each file atomically); the LLM is referenced, never copied (see the file comment). */
+  save(dir: string, info?: Record<string, unknown>): void {
+    fs.mkdirSync(dir, { recursive: true });
+    const abs = path.resolve(dir);
+    const mapper: Params = {};
+    for (const [k, v] of Object.entries(this.params)) if (k.startsWith(MAPPER_PREFIX)) mapper[k.slice(MAPPER_PREFIX.length)] = v;
+    saveQPMapper(path.join(dir, 'mapper.safetensors'), this.mapperConfig, mapper);
+    if (this.loraConfig) {
+      const t: LoraTensors = new Map();
+      for (const k of this.paramNames) if (!k.startsWith(MAPPER_PREFIX)) t.set(k, { shape: this.shapes[k], data: this.params[k] });
+      saveAdapter(path.join(dir, 'adapter'), t, { ...this.loraConfig, baseModelNameOrPath: path.relative(path.join(abs, 'adapter'), this.llmDir()) || '.' });
+    }
+    if (this.spec.llmTrain === 'full') {
+      writeSafetensors(
+        path.join(dir, 'llm_weights.safetensors'),
+        this.paramNames.filter((k) => k.startsWith(LLM_PREFIX)).map((k) => ({ name: k.slice(LLM_PREFIX.length), dtype: 'F32' as const, shape: this.shapes[k], data: this.params[k] })),
+        { format: 'pt' },
+      );
+    }
+    const rel = (p: string) => {
+      const r = path.relative(abs, p);
+      return r === '' ? '.' : r;
+    };
+    const spec: EmoSLLMSpec = {
+      ...this.spec,
+      encoder: this.spec.encoder.kind === 'hf' ? { kind: 'hf', path: rel(path.resolve(this.baseDir, this.spec.encoder.path)) } : this.spec.encoder,
+      llm: { ...this.spec.llm, path: rel(this.llmDir()) },
+      ...(info ? { info } : {}),
+    };
+    writeFileAtomic(path.join(dir, MODEL_FILE), `${JSON.stringify(spec, null, 2)}\n`);
+  }
+
+  llmDir(): string {
+    return path.resolve(this.baseDir, this.spec.llm.path);
+  }
+
+  private loraShape(key: string): number[] {
+    const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(key);
+    const mod = m && this.llm.linearModules().get(m[1]);
+    if (!m || !mod || !this.loraConfig) throw new Error(`not a LoRA key: ${key}`);
+    return m[2] === 'A' ? [this.loraConfig.r, mod.in] : [mod.out, this.loraConfig.r];
+  }
+
+  /** The prompt for a label set (cached); the label set is the model's own unless the user passes one. */
+  prompt(labels: string[] = this.spec.labels): PromptBuilder {
+    const key = JSON.stringify(labels);
+    let p = this.prompts.get(key);
+    if (!p) this.prompts.set(key, (p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt)));
+    return p;
+  }
+
+  /** Frames per second of the encoder states. */
+  get frameRate(): number {
+    return this.encoder.frameRate;
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // graphs
+
+  /** Graph inputs for every trainable parameter, wired into the mapper and the LLM. */
+  private paramInputs(g: Graph): { mapper: Record<string, Value>; all: Value[]; lora?: ReturnType<typeof loraInputs>['params'] } {
+    const mapper: Record<string, Value> = {};
+    for (const [n, s] of qpmapperParamShapes(this.mapperConfig)) mapper[n] = g.input(MAPPER_PREFIX + n, 'float32', s);
+    const all = Object.values(mapper);
+    let lora: ReturnType<typeof loraInputs>['params'] | undefined;
+    if (this.loraConfig) {
+      const li = loraInputs(g, this.loraConfig, this.llm.linearModules());
+      lora = li.params;
+      all.push(...li.inputs.values());
+    } else if (this.spec.llmTrain === 'full') {
+      const bound = new Map<string, Value>();
+      for (const [name, shape] of fullTrainTensors(this.llm)) {
+        const v = g.input(LLM_PREFIX + name, 'float32', shape);
+        bound.set(name, v);
+        all.push(v);
+      }
+      this.llm.bindWeights(g, bound);
+    }
+    // The graph's inputs must be exactly our parameters, in paramNames order.
+    const names = all.map((v) => v.name).sort();
+    if (names.join('\n') !== [...this.paramNames].sort().join('\n')) throw new Error('EmoSLLM: graph parameters differ from the model parameters');
+    return { mapper, all, lora };
+  }
+
+  private paramFeeds(): Record<string, Tensor> {
+    const f: Record<string, Tensor> = {};
+    for (const k of this.paramNames) f[k] = { dtype: 'float32', shape: this.shapes[k], data: this.params[k] };
+    return f;
+  }
+
+  /**
+   * The training step graph. Inputs: parameters, hidden_states [L, B, T, D], frame_mask [B, T], text_ids [B, P],
+   * attention_mask [B, n_q + P], loss_positions / loss_targets [B, K] (see train/batches.ts). Outputs: the summed
+   * answer-token loss `sum`, the number of scored tokens `count`, and `grad.<param>` = d sum / d param. Sums, not
+   * means: accumulated over micro-batches and divided by the total count, the step equals one big batch.
+   */
+  private buildTrainGraph(): Promise<CompiledGraph> {
+    const g = new Graph();
+    const { mapper, all, lora } = this.paramInputs(g);
+    const cfg = this.mapperConfig;
+    const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 'B', 'T', cfg.dIn]);
+    const fm = g.input('frame_mask', 'int64', ['B', 'T']);
+    const textIds = g.input('text_ids', 'int64', ['B', 'P']);
+    const attentionMask = g.input('attention_mask', 'int64', ['B', 'S']);
+    const lossPositions = g.input('loss_positions', 'int64', ['B', 'K']);
+    const lossTargets = g.input('loss_targets', 'int64', ['B', 'K']);
+    const audioTokens = buildQPMapper(g, cfg, mapper, hs, fm); // [B, n_q, H]
+    const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
+    const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
+    const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
+    const grads = grad(sum, all);
+    const outputs: Record<string, Value> = { sum, count };
+    all.forEach((p, i) => (outputs[`grad.${p.name}`] = grads[i]));
+    return compile(outputs, { name: 'emosllm train step', ...this.compileOptions });
+  }
+
+  /**
+   * The label-scoring graph (one clip). Inputs: parameters, hidden_states [L, 1, T, D], frame_mask [1, T],
+   * prompt_ids [1, P], and the C candidate answers: first_targets [C] (each answer's first token),
+   * answer_ids [C, A] (the answer without its last token, right-padded) and answer_next [C, A] (the token each
+   * position predicts, IGNORE_INDEX on padding). Outputs scores [C] = log p(answer_c | audio, prompt) and
+   * probabilities [C] (softmax over the candidates).
+   */
+  private buildScoreGraph(): Promise<CompiledGraph> {
+    const g = new Graph();
+    const { mapper, lora } = this.paramInputs(g);
+    const cfg = this.mapperConfig;
+    const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 1, 'T', cfg.dIn]);
+    const fm = g.input('frame_mask', 'int64', [1, 'T']);
+    const promptIds = g.input('prompt_ids', 'int64', [1, 'P']);
+    const firstTargets = g.input('first_targets', 'int64', ['C']);
+    const answerIds = g.input('answer_ids', 'int64', ['C', 'A']);
+    const answerNext = g.input('answer_next', 'int64', ['C', 'A']);
+    const outputs = scoreLabels(g, this.llm, buildQPMapper(g, cfg, mapper, hs, fm), promptIds, firstTargets, answerIds, answerNext, lora);
+    return compile(outputs, { name: 'emosllm score', ...this.compileOptions });
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // running
+
+  /** Loss sum, scored-token count and gradients of one (micro-)batch. */
+  async trainStep(b: Batch): Promise<{ sum: number; count: number; grads: Params }> {
+    this.trainSession ??= this.buildTrainGraph();
+    const s = await this.trainSession;
+    const L = this.mapperConfig.numHiddenStates;
+    const res = await s.run({
+      ...this.paramFeeds(),
+      hidden_states: tensor(b.hiddenStates, [L, b.size, b.frames, this.mapperConfig.dIn]),
+      frame_mask: tensor(b.frameMask, [b.size, b.frames]),
+      text_ids: tensor(b.textIds, [b.size, b.textLen]),
+      attention_mask: tensor(b.attentionMask, [b.size, this.mapperConfig.nQueries + b.textLen]),
+      loss_positions: tensor(b.lossPositions, [b.size, b.answerLen]),
+      loss_targets: tensor(b.lossTargets, [b.size, b.answerLen]),
+    });
+    const grads: Params = {};
+    for (const k of this.paramNames) grads[k] = res[`grad.${k}`].data as Float32Array;
+    return { sum: (res.sum.data as Float32Array)[0], count: (res.count.data as Float32Array)[0], grads };
+  }
+
+  /** The frame window scored for a clip of `frames` frames: whole up to the mapper's t_max, else the centre. */
+  scoreWindow(frames: number): { start: number; length: number } {
+    const max = this.mapperConfig.tMax;
+    if (frames <= max) return { start: 0, length: frames };
+    return { start: Math.floor((frames - max) / 2), length: max };
+  }
+
+  /** Scores every label for one clip's encoder states (already selected layers, see selectLayers). */
+  async scoreStates(states: ClipStates, opts: { transcript?: string; labels?: string[] } = {}): Promise<ScoreResult> {
+    this.scoreSession ??= this.buildScoreGraph();
+    const s = await this.scoreSession;
+    const labels = opts.labels ?? this.spec.labels;
+    const prompt = this.prompt(labels);
+    const { start, length } = this.scoreWindow(states.frames);
+    const T = Math.max(1, length);
+    const L = this.mapperConfig.numHiddenStates;
+    const D = this.mapperConfig.dIn;
+    if (states.states.length !== L || states.dim !== D) throw new Error(`scoreStates: states are ${states.states.length} x ${states.dim}, the mapper reads ${L} x ${D}`);
+    const hs = new Float32Array(L * T * D);
+    states.states.forEach((x, l) => hs.set(x.subarray(start * D, (start + length) * D), l * T * D));
+    const mask = new BigInt64Array(T).fill(1n);
+    if (length === 0) mask[0] = 0n;
+    const ids = prompt.promptIds(opts.transcript);
+    const ans = answerTensors(prompt.answerIds);
+    const res = await s.run({
+      ...this.paramFeeds(),
+      hidden_states: tensor(hs, [L, 1, T, D]),
+      frame_mask: tensor(mask, [1, T]),
+      prompt_ids: tensor(BigInt64Array.from(ids, BigInt), [1, ids.length]),
+      ...ans,
+    });
+    return { labels, scores: Array.from(res.scores.data as Float32Array), probabilities: Array.from(res.probabilities.data as Float32Array) };
+  }
+
+  /** Encoder states of clips (16 kHz mono), the mapper's layers only; uncached (the trainer uses the feature cache). */
+  async encode(clips: Float32Array[]): Promise<ClipStates[]> {
+    const outs = await this.encoder.encode(clips);
+    return outs.map((o) => selectLayers(o, this.spec.encoderLayers, this.encoder.hiddenSize));
+  }
+
+  async release(): Promise<void> {
+    for (const s of [this.trainSession, this.scoreSession]) if (s) await (await s).release();
+    this.trainSession = this.scoreSession = undefined;
+    await this.llm.release();
+    await releaseFrameEncoder(this.encoder);
+  }
+}
+
+/** The selected hidden states of an encoder output. */
+export function selectLayers(o: { states: Float32Array[]; frames: number }, layers: number[], dim: number): ClipStates {
+  return { states: layers.map((l) => o.states[l]), frames: o.frames, dim };
+}
+
+/** Candidate answers as the scoring graph's inputs (see buildScoreGraph). */
+export function answerTensors(answers: number[][]): Record<string, Tensor> {
+  const C = answers.length;
+  const A = Math.max(1, ...answers.map((a) => a.length - 1));
+  const first = new BigInt64Array(C);
+  const ids = new BigInt64Array(C * A);
+  const next = new BigInt64Array(C * A).fill(BigInt(IGNORE_INDEX));
+  answers.forEach((a, c) => {
+    first[c] = BigInt(a[0]);
+    for (let j = 0; j + 1 < a.length; j++) {
+      ids[c * A + j] = BigInt(a[j]);
+      next[c * A + j] = BigInt(a[j + 1]);
+    }
+  });
+  return { first_targets: tensor(first, [C]), answer_ids: tensor(ids, [C, A]), answer_next: tensor(next, [C, A]) };
+}
+
+/**
+ * Label scoring from the audio tokens: [audio | prompt] once with a KV cache, then the C answers against copies
+ * of that cache (Expand: a view, not C forward passes of the prefix). Returns scores and probabilities [C].
+ */
+export function scoreLabels(
+  g: Graph,
+  llm: LlamaModel,
+  audioTokens: Value,
+  promptIds: Value,
+  firstTargets: Value,
+  answerIds: Value,
+  answerNext: Value,
+  lora?: ReturnType<typeof loraInputs>['params'],
+): { scores: Value; probabilities: Value } {
+  const V = llm.config.vocabSize;
+  const prefix = concat([audioTokens, llm.embed(g, promptIds)], 1); // [1, n_q + P, H]
+  const last = reshape(sub(dimOf(prefix, 1), 1), [1, 1]); // the prefix's last position predicts each answer's first token
+  const head = llm.forward(g, { inputsEmbeds: prefix, useCache: true, logitsFor: last, lora });
+  const C = dimOf(answerIds, 0);
+  const past = head.presentKeyValues!.map((kv) => {
+    const shape = concat([C, slice(shapeOf(kv.key), [1], [4], [0])], 0);
+    const hint = ['C', ...kv.key.shape.slice(1)];
+    return { key: expand(kv.key, shape, hint), value: expand(kv.value, shape, hint) };
+  });
+  const tail = llm.forward(g, { inputIds: answerIds, pastKeyValues: past, lora }); // [C, A, V]
+  const first = gather(reshape(logSoftmax(head.logits, -1), [V]), firstTargets, 0); // [C]
+  const { perToken } = maskedCrossEntropy(tail.logits, answerNext, IGNORE_INDEX); // [C, A], -log p (0 on padding)
+  const scores = add(first, neg(reduceSum(perToken, [1]))); // [C]
+  return { scores, probabilities: softmax(scores, 0) };
+}

@@ -1,0 +1,204 @@
+/**
+ * The first stage of EmoSLLM, as a swappable piece: a frozen speech encoder that turns a 16 kHz clip into
+ * hidden states ([frames, dim] per layer). Everything downstream (feature cache, batches, QPMapper) only sees
+ * the FrameEncoder interface (src/models/fbank.ts), so encoders are interchangeable:
+ *   - `fbank`: the built-in weight-free log-mel filterbank, with `stack` consecutive frames concatenated
+ *     (100 fps -> 100/stack fps): fewer, wider frames for the mapper, which is what makes CPU training fast;
+ *   - a Hugging Face wav2vec2 / HuBERT / WavLM folder: run frozen in an ONNX Runtime session, every hidden
+ *     state returned, the waveform normalised as its preprocessor_config.json says.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { normalizeWaveform } from '../audio/normalize.ts';
+import { Graph, type Value } from '../graph/ir.ts';
+import { type CompileOptions, type CompiledGraph, compile, tensor } from '../graph/runtime.ts';
+import { UserError } from '../util/errors.ts';
+import { loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
+import { type FbankOptions, type FrameEncoder, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
+import { buildFbankGraph } from './fbank-graph.ts';
+import { concat, constant, dimOf, div, gather, int64s, maximum, mul, pad, range, reshapeTo, squeeze, unsqueeze } from '../graph/ops.ts';
+
+/** How a model folder names its encoder (emosllm.json "encoder"). */
+export type EncoderSpec = { kind: 'fbank'; stack: number; options?: FbankOptions } | { kind: 'hf'; path: string };
+
+/** The fbank encoder on ONNX Runtime (fbank-graph.ts): CMVN'd 80-bin log-mel at 100 fps, one hidden state. */
+export class FbankGraphEncoder implements FrameEncoder {
+  readonly id: string;
+  readonly numHiddenStates = 1;
+  readonly hiddenSize: number;
+  readonly frameRate: number;
+  private session?: Promise<CompiledGraph>;
+
+  constructor(
+    readonly options: FbankOptions = {},
+    private readonly compileOptions: CompileOptions = {},
+  ) {
+    const o = resolveFbankOptions({ cmvn: true, ...options });
+    this.hiddenSize = o.numMelBins;
+    this.frameRate = 1000 / o.frameShiftMs;
+    const canonical = JSON.stringify({ kind: 'fbank-graph', version: FBANK_IMPL_VERSION, options: Object.keys(o).sort().map((k) => [k, o[k as keyof typeof o]]) });
+    this.id = `fbank-graph-v${FBANK_IMPL_VERSION}-${crypto.createHash('sha256').update(canonical).digest('hex').slice(0, 16)}`;
+  }
+
+  private getSession(): Promise<CompiledGraph> {
+    this.session ??= (() => {
+      const g = new Graph();
+      const x = g.input('audio', 'float32', [1, 'samples']);
+      return compile({ fbank: buildFbankGraph(g, x, resolveFbankOptions({ cmvn: true, ...this.options })) }, { name: 'fbank', ...this.compileOptions });
+    })();
+    return this.session;
+  }
+
+  async encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>> {
+    const s = await this.getSession();
+    const out: Array<{ states: Float32Array[]; frames: number }> = [];
+    for (const clip of batch) {
+      const r = await s.run({ audio: tensor(clip, [1, clip.length]) });
+      out.push({ states: [r.fbank.data as Float32Array], frames: r.fbank.shape[1] });
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (this.session) await (await this.session).release();
+    this.session = undefined;
+  }
+}
+
+/**
+ * Frame stacking in a graph (for exported models), exactly StackedFrameEncoder's: [B, T, D] -> [B, max(1,
+ * floor(T/k)), k*D], a clip shorter than k frames zero-padded.
+ */
+export function stackFramesGraph(x: Value, k: number): Value {
+  if (k === 1) return x;
+  const D = x.shape[2] as number;
+  const T = squeeze(dimOf(x, 1), [0]);
+  const kept = mul(maximum(div(T, k), 1), k); // frames kept: a multiple of k, at least k
+  const padded = pad(x, [0, 0, 0, 0, k - 1, 0]);
+  const rows = gather(padded, range(constant(x, [0], [], 'int64'), kept, constant(x, [1], [], 'int64')), 1); // [B, kept, D]
+  const shape = concat([dimOf(x, 0), unsqueeze(div(kept, k), [0]), int64s(x, [k * D])], 0);
+  return reshapeTo(rows, shape, [x.shape[0], 'frames', k * D]);
+}
+
+/** Concatenates `k` consecutive frames of a one-state encoder: [T, D] -> [floor(T/k) (>= 1), k*D]. */
+export class StackedFrameEncoder implements FrameEncoder {
+  readonly id: string;
+  readonly numHiddenStates: number;
+  readonly hiddenSize: number;
+  readonly frameRate: number;
+
+  constructor(
+    readonly inner: FrameEncoder,
+    readonly k: number,
+  ) {
+    if (!Number.isInteger(k) || k < 1) throw new UserError(`frame stacking must be a positive integer, got ${k}`);
+    this.id = k === 1 ? inner.id : `${inner.id}-stack${k}`;
+    this.numHiddenStates = inner.numHiddenStates;
+    this.hiddenSize = inner.hiddenSize * k;
+    this.frameRate = inner.frameRate / k;
+  }
+
+  async encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>> {
+    const outs = await this.inner.encode(batch);
+    if (this.k === 1) return outs;
+    const d = this.inner.hiddenSize;
+    return outs.map((o) => {
+      const frames = Math.max(1, Math.floor(o.frames / this.k));
+      const states = o.states.map((s) => {
+        const out = new Float32Array(frames * this.k * d);
+        // frame t of the output = input frames t*k .. t*k+k-1 side by side (a clip shorter than k frames is zero-padded)
+        out.set(s.subarray(0, Math.min(s.length, out.length)));
+        return out;
+      });
+      return { states, frames };
+    });
+  }
+}
+
+/** A Hugging Face speech encoder run frozen in one ONNX Runtime session (clips encoded one at a time). */
+export class HFFrameEncoder implements FrameEncoder {
+  readonly id: string;
+  readonly numHiddenStates: number;
+  readonly hiddenSize: number;
+  readonly frameRate = 50;
+  private session?: Promise<CompiledGraph>;
+
+  constructor(
+    readonly encoder: SpeechEncoder,
+    private readonly compileOptions: CompileOptions = {},
+  ) {
+    this.numHiddenStates = encoder.numHiddenStates;
+    this.hiddenSize = encoder.hiddenSize;
+    const h = crypto.createHash('sha256');
+    h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 1, config: encoder.config, preprocessor: encoder.preprocessor }));
+    // A changed weight file (new inode, size or mtime) is a different encoder: no stale cache hits.
+    for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors')).sort()) {
+      const st = fs.statSync(path.join(encoder.dir, f));
+      h.update(`${fs.realpathSync(path.join(encoder.dir, f))}:${st.size}:${st.mtimeMs}\n`);
+    }
+    this.id = `hf-${encoder.config.modelType}-${h.digest('hex').slice(0, 16)}`;
+  }
+
+  static open(dir: string, opts: CompileOptions = {}): HFFrameEncoder {
+    return new HFFrameEncoder(loadSpeechEncoder(dir), opts);
+  }
+
+  private getSession(): Promise<CompiledGraph> {
+    this.session ??= (async () => {
+      const g = new Graph();
+      const x = g.input('input_values', 'float32', [1, 'samples']);
+      const out = this.encoder.build(g, x);
+      const outputs: Record<string, Value> = {};
+      out.hiddenStates.forEach((h, i) => (outputs[`hidden_states.${i}`] = h));
+      return compile(outputs, { name: `speech encoder ${path.basename(this.encoder.dir)}`, ...this.compileOptions });
+    })();
+    return this.session;
+  }
+
+  /** Samples the encoder reads: the conv stack needs at least one receptive field (400 samples for the usual stack). */
+  private minSamples(): number {
+    let n = 1;
+    const { convKernel, convStride } = this.encoder.config;
+    for (let i = convKernel.length - 1; i >= 0; i--) n = (n - 1) * convStride[i] + convKernel[i];
+    return n;
+  }
+
+  async encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>> {
+    const s = await this.getSession();
+    const out: Array<{ states: Float32Array[]; frames: number }> = [];
+    for (const clip of batch) {
+      let x = clip;
+      const min = this.minSamples();
+      if (x.length < min) {
+        x = new Float32Array(min);
+        x.set(clip);
+      }
+      const input = normalizeWaveform(x, { doNormalize: this.encoder.preprocessor.doNormalize });
+      const res = await s.run({ input_values: tensor(input, [1, input.length]) });
+      const states = Array.from({ length: this.numHiddenStates }, (_, i) => res[`hidden_states.${i}`].data as Float32Array);
+      out.push({ states, frames: res['hidden_states.0'].shape[1] });
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (this.session) await (await this.session).release();
+    this.session = undefined;
+  }
+}
+
+/** Opens the encoder a spec names; `baseDir` resolves a relative HF path (model folders store them relative). */
+export function openFrameEncoder(spec: EncoderSpec, baseDir = process.cwd(), opts: CompileOptions = {}): FrameEncoder {
+  if (spec.kind === 'fbank') return new StackedFrameEncoder(new FbankGraphEncoder(spec.options ?? {}, opts), spec.stack);
+  const dir = path.resolve(baseDir, spec.path);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UserError('not a speech encoder folder (no config.json)', dir);
+  return HFFrameEncoder.open(dir, opts);
+}
+
+/** Releases an encoder's sessions, if it holds any. */
+export async function releaseFrameEncoder(enc: FrameEncoder): Promise<void> {
+  if (enc instanceof StackedFrameEncoder) return releaseFrameEncoder(enc.inner);
+  const r = (enc as { release?: () => Promise<void> }).release;
+  if (r) await r.call(enc);
+}

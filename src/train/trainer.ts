@@ -1,0 +1,459 @@
+/**
+ * EmoSLLM training, as the math reads:
+ *
+ *   for each step:  g = (1 / N_tokens) * sum over micro-batches of d[sum of answer-token CE] / d theta
+ *                   g <- clip(g, max_norm)                       (global L2 norm)
+ *                   theta <- AdamW(theta, g, lr(step))           (warmup + cosine)
+ *
+ * theta = the QPMapper and either LoRA matrices (base LLM frozen), every LLM weight but the token embeddings
+ * (llm_train = full) or nothing else (frozen). The speech encoder is frozen: its states come from the feature
+ * cache, computed once per clip. Training clips are random 3 s crops (frame domain), validation clips whole.
+ *
+ * Reproducible and resumable: every random choice is drawn from an RNG derived from (seed, epoch, batch index),
+ * so a run resumed from a checkpoint (parameters, AdamW moments, position) takes exactly the steps the
+ * uninterrupted run would have taken, and ends with bit-identical weights.
+ *
+ * The run folder is also the trained model folder (emosllm.json + weights, see models/emosllm.ts):
+ *   train_config.json  the resolved configuration (--resume reads it back)
+ *   checkpoints/       step-NNNNNNNN/ (keep-last-K plus the best by validation UA)
+ *   history.json       per-step loss / lr / grad norm and per-evaluation validation figures
+ *   report.html        training curves and the best validation evaluation
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { cacheRoot } from '../graph/runtime.ts';
+import { loadDataset } from '../data/dataset.ts';
+import { Rng } from '../data/rng.ts';
+import { speakerSplit } from '../data/splits.ts';
+import type { DatasetItem } from '../data/types.ts';
+import { type EvalResult, evaluateClips } from '../eval/evaluate.ts';
+import { type Curve, writeReport } from '../eval/report.ts';
+import { EmoSLLM, type LlmTrain, MODEL_FILE } from '../models/emosllm.ts';
+import type { EncoderSpec } from '../models/frame-encoders.ts';
+import { DEFAULT_PROMPT } from '../models/prompt.ts';
+import { writeTinyLlama } from '../models/tiny.ts';
+import { UserError } from '../util/errors.ts';
+import { writeFileAtomic } from '../util/fs.ts';
+import { AdamW, clipGradNorm } from './adamw.ts';
+import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
+import { type Example, buildBatch, bucketBatches, epochOrder } from './batches.ts';
+import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
+import { FeatureCache } from './feature-cache.ts';
+import { type ClipRef, prepareClips, statesOf } from './features.ts';
+import { learningRate } from './schedule.ts';
+
+export interface TrainConfig {
+  /** training data: a folder with manifest.csv, a manifest, or a known corpus layout */
+  data: string;
+  /** validation data; default: speakers carved out of `data` (validSpeakers) */
+  validData?: string;
+  /** fraction of the training speakers held out for validation when there is no validData (0 = none) */
+  validFraction: number;
+  labelMap?: string;
+  /** label set (default: the training data's labels, sorted) */
+  labels?: string[];
+  /** 'fbank' or a Hugging Face speech encoder folder */
+  encoder: string;
+  /** fbank only: consecutive frames concatenated (100 fps / stack) */
+  fbankStack: number;
+  /** fbank only: per-utterance mean/variance normalisation of the log-mel bins */
+  fbankCmvn: boolean;
+  /** encoder hidden states fed to the mapper (default all) */
+  encoderLayers?: number[];
+  /** 'tiny' (built-in, seeded) or a Llama checkpoint folder */
+  llm: string;
+  tinyLlm?: { hiddenSize: number; layers: number; heads: number };
+  llmTrain: LlmTrain;
+  lora: { r: number; alpha: number; targetModules: string[] };
+  mapper: { dModel: number; numHeads: number; numLayers: number; nQueries: number };
+  useTranscript: boolean;
+  epochs: number;
+  /** stop after this many optimiser steps (default: epochs) */
+  maxSteps?: number;
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  warmupRatio: number;
+  weightDecay: number;
+  clipNorm: number;
+  balance: boolean;
+  bucket: boolean;
+  /** SpecAugment-style channel and time masking of training crops (augment.ts) */
+  augment: boolean;
+  cropSeconds: number;
+  /** validate every N steps (0: at the end of every epoch) */
+  evalEvery: number;
+  /** checkpoint every N steps (0: at the end of every epoch) */
+  checkpointEvery: number;
+  keepLast: number;
+  /** stop after this many evaluations without a better validation UA (0: never) */
+  patience: number;
+  seed: number;
+  cacheDir?: string;
+}
+
+/** Defaults: good on an EmoDB-sized corpus with fbank + the tiny LLM, on 2 CPU cores (see README). */
+export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, 'data'>): TrainConfig {
+  const tiny = (o.llm ?? 'tiny') === 'tiny';
+  return {
+    validFraction: 0.15,
+    encoder: 'fbank',
+    fbankStack: 4,
+    fbankCmvn: true,
+    llm: 'tiny',
+    llmTrain: tiny ? 'full' : 'lora',
+    lora: { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] },
+    // the paper's mapper for real LLMs; a narrower one for the tiny LLM, whose width is 128
+    mapper: tiny ? { dModel: 256, numHeads: 4, numLayers: 2, nQueries: 32 } : { dModel: 768, numHeads: 8, numLayers: 2, nQueries: 32 },
+    useTranscript: true,
+    epochs: tiny ? 40 : 10,
+    batchSize: 16,
+    gradAccum: 1,
+    lr: tiny ? 1e-3 : 1e-4,
+    warmupRatio: 0.05,
+    weightDecay: 0.01,
+    clipNorm: 1.0,
+    balance: true,
+    bucket: true,
+    augment: true,
+    cropSeconds: 3,
+    evalEvery: 0,
+    checkpointEvery: 0,
+    keepLast: 2,
+    patience: 10,
+    seed: 0,
+    ...o,
+  };
+}
+
+export interface TrainProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  samplesPerSecond: number;
+}
+
+export interface TrainHooks {
+  log?: (line: string) => void;
+  /** called after every optimiser step (progress bars) */
+  onStep?: (p: TrainProgress) => void;
+  /** called while features are computed */
+  onFeatures?: (done: number, total: number) => void;
+}
+
+export interface TrainResult {
+  out: string;
+  steps: number;
+  bestStep: number;
+  bestUa: number;
+  /** validation evaluation of the saved model (undefined without validation data) */
+  valid?: EvalResult;
+  history: Array<Record<string, number>>;
+  seconds: number;
+  stoppedEarly: boolean;
+}
+
+const CONFIG_FILE = 'train_config.json';
+
+/** Reads the run's saved configuration (for --resume). */
+export function readTrainConfig(out: string): TrainConfig {
+  const file = path.join(out, CONFIG_FILE);
+  if (!fs.existsSync(file)) throw new UserError(`no ${CONFIG_FILE}: nothing to resume here`, out);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`not valid JSON: ${(e as Error).message}`, file);
+  }
+}
+
+function checkConfig(c: TrainConfig): void {
+  const posInt = ['epochs', 'batchSize', 'gradAccum', 'fbankStack', 'keepLast'] as const;
+  for (const k of posInt) if (!Number.isInteger(c[k]) || c[k] < 1) throw new UserError(`${k} must be a positive integer, got ${c[k]}`);
+  for (const k of ['evalEvery', 'checkpointEvery', 'patience'] as const)
+    if (!Number.isInteger(c[k]) || c[k] < 0) throw new UserError(`${k} must be a non-negative integer, got ${c[k]}`);
+  if (c.maxSteps !== undefined && (!Number.isInteger(c.maxSteps) || c.maxSteps < 1)) throw new UserError(`maxSteps must be a positive integer, got ${c.maxSteps}`);
+  if (!(c.lr > 0)) throw new UserError(`lr must be > 0, got ${c.lr}`);
+  if (!(c.cropSeconds > 0)) throw new UserError(`cropSeconds must be > 0, got ${c.cropSeconds}`);
+  if (!(c.validFraction >= 0 && c.validFraction < 1)) throw new UserError(`validFraction must be in [0, 1), got ${c.validFraction}`);
+  if (!['lora', 'full', 'frozen'].includes(c.llmTrain)) throw new UserError(`llm-train must be lora, full or frozen, got ${c.llmTrain}`);
+}
+
+/** Training / validation items and the label set. */
+async function loadSplits(
+  c: TrainConfig,
+  log: (l: string) => void,
+  given?: { train: DatasetItem[]; valid?: DatasetItem[] },
+): Promise<{ train: DatasetItem[]; valid: DatasetItem[]; labels: string[] }> {
+  let train: DatasetItem[];
+  if (given) train = given.train;
+  else {
+    const ds = await loadDataset(c.data, { labelMap: c.labelMap });
+    for (const w of ds.warnings) log(`warning: ${w}`);
+    train = ds.items;
+  }
+  let valid: DatasetItem[] = given?.valid ?? [];
+  if (given?.valid) {
+    // the caller chose the validation clips
+  } else if (c.validData) {
+    const vd = await loadDataset(c.validData, { labelMap: c.labelMap });
+    for (const w of vd.warnings) log(`warning: ${w}`);
+    valid = vd.items;
+  } else if (c.validFraction > 0) {
+    const speakers = new Set(train.map((i) => i.speaker));
+    if (speakers.size >= 3) {
+      const s = speakerSplit(train, { valid: c.validFraction, test: 0, seed: c.seed });
+      train = s.train;
+      valid = s.valid;
+      log(`validation: speaker(s) ${s.speakers.valid.join(', ')} held out of training (${valid.length} clips)`);
+    } else log(`validation: none (${speakers.size} speaker(s) in the data; a speaker-independent split needs 3)`);
+  }
+  const labels = c.labels ?? [...new Set(train.map((i) => i.label))].sort();
+  const known = new Set(labels);
+  const dropped = [...train, ...valid].filter((i) => !known.has(i.label));
+  if (dropped.length) log(`note: ${dropped.length} clip(s) with labels outside [${labels.join(', ')}] are left out`);
+  train = train.filter((i) => known.has(i.label));
+  valid = valid.filter((i) => known.has(i.label));
+  if (train.length === 0) throw new UserError('no training clips', c.data);
+  return { train, valid, labels };
+}
+
+function encoderSpec(c: TrainConfig): EncoderSpec {
+  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn ?? true } } : { kind: 'hf', path: path.resolve(c.encoder) };
+}
+
+/** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
+function epochPlan(c: TrainConfig, epoch: number, labels: number[], lengths: number[]): number[][][] {
+  const rng = new Rng(`${c.seed}:epoch:${epoch}`);
+  const order = epochOrder(labels.length, rng, c.balance ? labels : undefined);
+  const micro = c.bucket
+    ? bucketBatches(order, lengths, c.batchSize, rng)
+    : Array.from({ length: Math.ceil(order.length / c.batchSize) }, (_, i) => order.slice(i * c.batchSize, (i + 1) * c.batchSize));
+  const steps: number[][][] = [];
+  for (let i = 0; i < micro.length; i += c.gradAccum) steps.push(micro.slice(i, i + c.gradAccum));
+  return steps;
+}
+
+/** Trains (or resumes, when `out` holds checkpoints and `resume` is set) and writes the model folder `out`. */
+export async function train(
+  config: TrainConfig,
+  out: string,
+  opts: {
+    resume?: boolean;
+    hooks?: TrainHooks;
+    /** train on these clips instead of loading config.data (cross-validation folds); valid as in loadSplits */
+    items?: { train: DatasetItem[]; valid?: DatasetItem[] };
+  } = {},
+): Promise<TrainResult> {
+  const t0 = performance.now();
+  const log = opts.hooks?.log ?? ((l: string) => console.error(l));
+  out = path.resolve(out);
+  const ckptRoot = path.join(out, 'checkpoints');
+  let c = config;
+  if (opts.resume) {
+    c = readTrainConfig(out);
+    log(`resume: ${out} (configuration from ${CONFIG_FILE})`);
+  } else if (fs.existsSync(path.join(out, CONFIG_FILE)) || fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
+    throw new UserError('already holds a training run: pass --resume to continue it, or choose another --out', out);
+  }
+  checkConfig(c);
+  fs.mkdirSync(out, { recursive: true });
+  if (!opts.resume) writeFileAtomic(path.join(out, CONFIG_FILE), `${JSON.stringify(c, null, 2)}\n`);
+
+  const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
+
+  // The built-in tiny LLM lives in the run folder: seeded, so a resume rebuilds exactly the same weights.
+  let llmDir = path.resolve(c.llm);
+  if (c.llm === 'tiny') {
+    llmDir = path.join(out, 'llm');
+    if (!fs.existsSync(path.join(llmDir, 'config.json'))) writeTinyLlama(llmDir, { seed: c.seed, ...c.tinyLlm });
+  }
+  const model = EmoSLLM.create({
+    labels,
+    encoder: encoderSpec(c),
+    llmDir,
+    llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
+    llmTrain: c.llmTrain,
+    lora: c.lora,
+    mapper: c.mapper,
+    encoderLayers: c.encoderLayers,
+    prompt: { ...DEFAULT_PROMPT, useTranscript: c.useTranscript },
+    trainCropSeconds: c.cropSeconds,
+    seed: c.seed,
+  });
+  try {
+    const cache = new FeatureCache(cacheRoot({ cacheDir: c.cacheDir }), model.encoder, { layers: model.spec.encoderLayers, onWarning: log });
+    log(`features: ${model.encoder.id}, ${trainItems.length + validItems.length} clips`);
+    const prepTrain = await prepareClips(cache, trainItems, { onProgress: opts.hooks?.onFeatures });
+    const prepValid = await prepareClips(cache, validItems, { onProgress: opts.hooks?.onFeatures });
+    for (const w of [...prepTrain.warnings, ...prepValid.warnings]) log(`warning: ${w}`);
+    const trainClips = prepTrain.clips;
+    const validClips = prepValid.clips;
+    if (trainClips.length === 0) throw new UserError('no training clip could be read', c.data);
+    log(`features: ${cache.stats.hits} cached, ${cache.stats.misses} computed`);
+
+    const cropFrames = Math.round(c.cropSeconds * model.frameRate);
+    const channelGroup = c.encoder === 'fbank' ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
+    const labelIdx = trainClips.map((x) => labels.indexOf(x.item.label));
+    const lengths = trainClips.map((x) => Math.min(x.frames, cropFrames));
+    const stepsPerEpoch = epochPlan(c, 0, labelIdx, lengths).length;
+    const totalSteps = c.maxSteps ?? c.epochs * stepsPerEpoch;
+    const warmupSteps = Math.round(c.warmupRatio * totalSteps);
+    const evalEvery = c.evalEvery || stepsPerEpoch;
+    const ckptEvery = c.checkpointEvery || stepsPerEpoch;
+
+    const opt = new AdamW({ lr: c.lr, weightDecay: c.weightDecay });
+    let state: TrainState = { step: 0, epoch: 0, batchInEpoch: 0, rngState: [], epochRngState: [], bestUa: -1, bestStep: 0, badEvals: 0, history: [] };
+    if (opts.resume) {
+      const ck = loadCheckpoint(ckptRoot);
+      if (!ck) log('resume: no checkpoint yet, starting from step 0');
+      else {
+        for (const k of model.paramNames) {
+          const p = ck.params[k];
+          if (!p || p.length !== model.params[k].length) throw new UserError(`checkpoint has no parameter "${k}" of the right size`, ck.dir);
+          model.params[k].set(p);
+        }
+        state = ck.state;
+        const steps = Object.fromEntries(Object.keys(ck.moments.m).map((k) => [k, state.step]));
+        opt.loadState({ step: steps, expAvg: ck.moments.m, expAvgSq: ck.moments.v });
+        log(`resume: from step ${state.step} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch})`);
+      }
+    }
+    log(
+      `train: ${trainClips.length} clips, ${validClips.length} validation clips, labels [${labels.join(', ')}]; ` +
+        `${totalSteps} steps (${stepsPerEpoch}/epoch) of ${c.batchSize * c.gradAccum} clips, ${c.cropSeconds} s crops, lr ${c.lr}, LLM ${c.llmTrain}`,
+    );
+
+    const example = (ref: ClipRef, states: Example['states']): Example => ({ id: ref.item.id, states, label: labels.indexOf(ref.item.label), transcript: ref.item.transcript });
+    const validate = async (): Promise<EvalResult | undefined> => (validClips.length ? evaluateClips(model, cache, validClips) : undefined);
+    const checkpoint = () => saveCheckpoint(ckptRoot, model.params, model.shapes, { m: opt.state().expAvg, v: opt.state().expAvgSq }, state, c.keepLast);
+
+    let stoppedEarly = false;
+    let lastValid: EvalResult | undefined;
+    const tStart = performance.now();
+    let samplesDone = 0;
+    outer: while (state.step < totalSteps) {
+      const plan = epochPlan(c, state.epoch, labelIdx, lengths);
+      for (let s = state.batchInEpoch; s < plan.length && state.step < totalSteps; s++) {
+        // one optimiser step: sums over the micro-batches, divided by the number of answer tokens
+        let lossSum = 0;
+        let count = 0;
+        let grads: Record<string, Float32Array> | undefined;
+        for (let j = 0; j < plan[s].length; j++) {
+          const refs = plan[s][j].map((i) => trainClips[i]);
+          const states = await statesOf(cache, refs);
+          const rng = new Rng(`${c.seed}:crop:${state.epoch}:${s}:${j}`);
+          const batch = buildBatch(
+            refs.map((r, k) => example(r, states[k])),
+            model.prompt(),
+            { crop: { kind: 'random', frames: cropFrames, rng }, nQueries: model.mapperConfig.nQueries, withAnswers: true },
+          );
+          if (c.augment ?? true) specAugment(batch, rng, { ...DEFAULT_AUGMENT, channelGroup });
+          const r = await model.trainStep(batch);
+          lossSum += r.sum;
+          count += r.count;
+          if (!grads) grads = r.grads;
+          else for (const k of Object.keys(grads)) {
+            const a = grads[k];
+            const b = r.grads[k];
+            for (let i = 0; i < a.length; i++) a[i] += b[i];
+          }
+          samplesDone += refs.length;
+        }
+        for (const g of Object.values(grads!)) for (let i = 0; i < g.length; i++) g[i] /= count;
+        const gradNorm = clipGradNorm(grads!, c.clipNorm);
+        const lr = learningRate(state.step + 1, { peak: c.lr, warmupSteps, totalSteps });
+        opt.step(model.params, grads!, lr);
+        state.step++;
+        state.batchInEpoch = s + 1;
+        const loss = lossSum / count;
+        if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${state.step} (loss ${loss}); try a lower --lr`);
+        state.history.push({ step: state.step, epoch: state.epoch + 1, loss, lr, grad_norm: gradNorm });
+        const sps = samplesDone / ((performance.now() - tStart) / 1000);
+        opts.hooks?.onStep?.({ step: state.step, totalSteps, epoch: state.epoch + 1, loss, lr, samplesPerSecond: sps });
+
+        const endOfEpoch = state.batchInEpoch >= plan.length;
+        if (endOfEpoch) {
+          state.epoch++;
+          state.batchInEpoch = 0;
+        }
+        const last = state.step >= totalSteps;
+        let newBest = false;
+        if (state.step % evalEvery === 0 || last) {
+          lastValid = await validate();
+          if (lastValid) {
+            const ua = lastValid.metrics.ua;
+            state.history.push({ step: state.step, valid_ua: ua, valid_wa: lastValid.metrics.wa, valid_loss: lastValid.loss });
+            if (ua > state.bestUa) {
+              state.bestUa = ua;
+              state.bestStep = state.step;
+              state.badEvals = 0;
+              newBest = true;
+            } else state.badEvals++;
+            log(`step ${state.step}: loss ${loss.toFixed(4)}, validation UA ${(100 * ua).toFixed(1)}% WA ${(100 * lastValid.metrics.wa).toFixed(1)}% (best ${(100 * state.bestUa).toFixed(1)}% at step ${state.bestStep})`);
+          } else state.bestStep = state.step;
+        }
+        const stop = c.patience > 0 && state.badEvals >= c.patience;
+        // the best step is always checkpointed: the saved model is restored from it at the end
+        if (state.step % ckptEvery === 0 || last || stop || newBest) checkpoint();
+        if (stop) {
+          log(`early stop: no better validation UA in ${c.patience} evaluations`);
+          stoppedEarly = true;
+          break outer;
+        }
+      }
+    }
+
+    // The saved model: the best checkpoint by validation UA (the last one without validation data).
+    const bestStep = validClips.length ? state.bestStep : state.step;
+    if (bestStep !== state.step) {
+      const best = loadCheckpoint(ckptRoot, bestStep);
+      if (!best) throw new Error(`best checkpoint (step ${bestStep}) is missing`);
+      for (const k of model.paramNames) model.params[k].set(best.params[k]);
+      lastValid = await validate();
+    } else if (validClips.length && !lastValid) lastValid = await validate();
+    const seconds = (performance.now() - t0) / 1000;
+    const info = {
+      data: c.data,
+      train_clips: trainClips.length,
+      valid_clips: validClips.length,
+      steps: state.step,
+      best_step: bestStep,
+      valid_ua: lastValid?.metrics.ua,
+      valid_wa: lastValid?.metrics.wa,
+      seed: c.seed,
+    };
+    model.save(out, info);
+    writeFileAtomic(path.join(out, 'history.json'), `${JSON.stringify(state.history)}\n`);
+    if (lastValid) {
+      writeReport(path.join(out, 'report.html'), {
+        title: 'EmoSLLM training run',
+        info: {
+          data: c.data,
+          encoder: c.encoder === 'fbank' ? `fbank (80 bins, stack ${c.fbankStack})` : c.encoder,
+          llm: c.llm === 'tiny' ? 'built-in tiny Llama (random init)' : c.llm,
+          'llm training': c.llmTrain,
+          steps: `${state.step} (best ${bestStep})`,
+          'validation clips': String(validClips.length),
+          'wall time': `${seconds.toFixed(0)} s`,
+        },
+        metrics: lastValid.metrics,
+        curves: historyCurves(state.history, 'run'),
+      });
+    }
+    log(`saved model to ${out} (step ${bestStep}${lastValid ? `, validation UA ${(100 * lastValid.metrics.ua).toFixed(1)}%` : ''}) in ${seconds.toFixed(0)} s`);
+    return { out, steps: state.step, bestStep, bestUa: state.bestUa, valid: lastValid, history: state.history, seconds, stoppedEarly };
+  } finally {
+    await model.release();
+  }
+}
+
+/** Report curves from a run's history. */
+export function historyCurves(history: Array<Record<string, number>>, name: string): Curve[] {
+  const pts = (k: string) => history.filter((h) => h[k] !== undefined).map((h) => ({ step: h.step, value: h[k] }));
+  const curves: Curve[] = [{ name, kind: 'train_loss', points: pts('loss') }];
+  const vu = pts('valid_ua');
+  if (vu.length) curves.push({ name, kind: 'valid_ua', points: vu }, { name, kind: 'valid_loss', points: pts('valid_loss') });
+  return curves;
+}
