@@ -25,7 +25,7 @@ export function emodbSubset(dir: string, speakers: string[], perSpeaker: number)
     for (let i = 0; taken < perSpeaker && lists.some((l) => l.length > i); i++)
       for (const l of lists)
         if (l[i] && taken < perSpeaker) {
-          const r = { ...l[i], path: path.join(emo.dir, l[i].path) };
+          const r: Record<string, string> = { ...l[i], path: path.join(emo.dir, l[i].path) };
           out.push(table.header.map((h) => r[h] ?? ''));
           taken++;
         }
