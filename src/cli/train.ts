@@ -28,6 +28,7 @@ export interface TrainFlags {
   encoder?: string;
   fbankStack?: number;
   fbankCmvn?: boolean;
+  featureNorm?: boolean;
   encoderLayers?: string[];
   llm?: string;
   llmTrain?: string;
@@ -83,6 +84,7 @@ export function trainConfigFromFlags(f: TrainFlags): TrainConfig {
   set('encoder', f.encoder);
   set('fbankStack', f.fbankStack);
   set('fbankCmvn', f.fbankCmvn);
+  set('featureNorm', f.featureNorm);
   set('encoderLayers', f.encoderLayers?.map(int('--encoder-layers')));
   set('llmTrain', f.llmTrain as TrainConfig['llmTrain'] | undefined);
   base.lora = { r: f.loraR ?? base.lora.r, alpha: f.loraAlpha ?? base.lora.alpha, targetModules: f.loraTargets ?? base.lora.targetModules };
@@ -147,6 +149,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--encoder <fbank|dir>', 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder (default fbank)')
     .option('--fbank-stack <n>', 'fbank frames concatenated per mapper frame (default 4)', int('--fbank-stack'))
     .option('--no-fbank-cmvn', 'fbank without per-utterance mean/variance normalisation (keeps absolute loudness)')
+    .option('--no-feature-norm', "do not normalise encoder channels with the training data's mean and std")
     .option('--encoder-layers <i,j,...>', 'encoder hidden states mixed by the mapper (default all)', list)
     .option('--llm <tiny|dir>', 'LLM: the built-in tiny Llama or a Llama checkpoint folder (default tiny)')
     .option('--llm-train <lora|full|frozen>', 'how the LLM is adapted (default: full for tiny, lora otherwise)')

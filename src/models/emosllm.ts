@@ -15,6 +15,7 @@
  *   mapper.safetensors        QPMapper weights (config in __metadata__)
  *   adapter/                  PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors), with LoRA
  *   llm_weights.safetensors   the trained LLM tensors, with llm_train = full
+ *   feature_norm.safetensors  per-channel mean/std of the training data's encoder states, when used
  *   llm/                      the built-in tiny LLM's checkpoint (a Hugging Face folder), when it is used
  * Paths in emosllm.json are relative to the folder, so a model folder can be moved or copied as a whole.
  */
@@ -23,7 +24,7 @@ import path from 'node:path';
 import { grad } from '../graph/autodiff.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { maskedCrossEntropy } from '../graph/nn.ts';
-import { add, concat, dimOf, expand, gather, logSoftmax, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
+import { add, concat, dimOf, expand, gather, logSoftmax, mul, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
 import { Rng } from '../data/rng.ts';
@@ -66,6 +67,11 @@ export interface EmoSLLMSpec {
   llm: { path: string; builtin?: 'tiny' };
   llmTrain: LlmTrain;
   lora?: { r: number; alpha: number; targetModules: string[] };
+  /**
+   * Per-channel normalisation of the encoder states before the mapper, with statistics of the training data
+   * (file in the model folder: tensors mean and std, [L, D]); absent = none.
+   */
+  featureNorm?: string;
   audio: {
     /** crop length of training clips */
     trainCropSeconds: number;
@@ -123,6 +129,8 @@ export interface CreateOptions {
 export class EmoSLLM {
   private trainSession?: Promise<CompiledGraph>;
   private scoreSession?: Promise<CompiledGraph>;
+  /** per-channel statistics of the training data's encoder states, [L * D] each (see setFeatureNorm) */
+  featureNorm?: { mean: Float32Array; std: Float32Array };
   private prompts = new Map<string, PromptBuilder>();
   readonly shapes: Record<string, number[]> = {};
 
@@ -252,6 +260,17 @@ export class EmoSLLM {
       }
     }
     const m = new EmoSLLM(spec, dir, encoder, llm, tokenizer, mapperConfig, loraConfig, params, opts);
+    if (spec.featureNorm) {
+      const file = path.join(dir, spec.featureNorm);
+      const f = SafetensorsFile.open(file);
+      try {
+        const n = mapperConfig.numHiddenStates * mapperConfig.dIn;
+        for (const k of ['mean', 'std']) if (!f.has(k) || f.info(k).shape.reduce((a, b) => a * b, 1) !== n) throw new UserError(`needs tensors mean and std of ${n} values`, file);
+        m.setFeatureNorm(f.readF32('mean'), f.readF32('std'));
+      } finally {
+        f.close();
+      }
+    }
     m.prompt(spec.labels);
     return m;
   }
@@ -275,6 +294,10 @@ export class EmoSLLM {
         { format: 'pt' },
       );
     }
+    if (this.featureNorm) {
+      const shape = [this.mapperConfig.numHiddenStates, this.mapperConfig.dIn];
+      writeSafetensors(path.join(dir, 'feature_norm.safetensors'), { mean: { dtype: 'F32', shape, data: this.featureNorm.mean }, std: { dtype: 'F32', shape, data: this.featureNorm.std } });
+    }
     const rel = (p: string) => {
       const r = path.relative(abs, p);
       return r === '' ? '.' : r;
@@ -283,6 +306,7 @@ export class EmoSLLM {
       ...this.spec,
       encoder: this.spec.encoder.kind === 'hf' ? { kind: 'hf', path: rel(path.resolve(this.baseDir, this.spec.encoder.path)) } : this.spec.encoder,
       llm: { ...this.spec.llm, path: rel(this.llmDir()) },
+      ...(this.featureNorm ? { featureNorm: 'feature_norm.safetensors' } : {}),
       ...(info ? { info } : {}),
     };
     writeFileAtomic(path.join(dir, MODEL_FILE), `${JSON.stringify(spec, null, 2)}\n`);
@@ -305,6 +329,26 @@ export class EmoSLLM {
     let p = this.prompts.get(key);
     if (!p) this.prompts.set(key, (p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt)));
     return p;
+  }
+
+  /** Sets the per-channel normalisation of encoder states ([L * D] mean and std); before the first graph is built. */
+  setFeatureNorm(mean: Float32Array, std: Float32Array): void {
+    const n = this.mapperConfig.numHiddenStates * this.mapperConfig.dIn;
+    if (mean.length !== n || std.length !== n) throw new Error(`setFeatureNorm: ${mean.length}/${std.length} values, need ${n}`);
+    if (this.trainSession || this.scoreSession) throw new Error('setFeatureNorm: graphs are already built');
+    if (std.some((x) => !(x > 0))) throw new Error('setFeatureNorm: std must be > 0');
+    this.featureNorm = { mean, std };
+  }
+
+  /** hidden_states [L, B, T, D] -> (x - mean) / std per layer and channel (identity without statistics). */
+  normalizeStates(hs: Value): Value {
+    if (!this.featureNorm) return hs;
+    const { numHiddenStates: L, dIn: D } = this.mapperConfig;
+    const g = hs.graph;
+    const inv = Float32Array.from(this.featureNorm.std, (x) => 1 / x);
+    return g.scope('feature_norm', () =>
+      mul(sub(hs, g.constant(this.featureNorm!.mean, [L, 1, 1, D], 'float32', 'feature_norm.mean')), g.constant(inv, [L, 1, 1, D], 'float32', 'feature_norm.inv_std')),
+    );
   }
 
   /** Frames per second of the encoder states. */
@@ -362,7 +406,7 @@ export class EmoSLLM {
     const attentionMask = g.input('attention_mask', 'int64', ['B', 'S']);
     const lossPositions = g.input('loss_positions', 'int64', ['B', 'K']);
     const lossTargets = g.input('loss_targets', 'int64', ['B', 'K']);
-    const audioTokens = buildQPMapper(g, cfg, mapper, hs, fm); // [B, n_q, H]
+    const audioTokens = buildQPMapper(g, cfg, mapper, this.normalizeStates(hs), fm); // [B, n_q, H]
     const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
     const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
     const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
@@ -389,7 +433,7 @@ export class EmoSLLM {
     const firstTargets = g.input('first_targets', 'int64', ['C']);
     const answerIds = g.input('answer_ids', 'int64', ['C', 'A']);
     const answerNext = g.input('answer_next', 'int64', ['C', 'A']);
-    const outputs = scoreLabels(g, this.llm, buildQPMapper(g, cfg, mapper, hs, fm), promptIds, firstTargets, answerIds, answerNext, lora);
+    const outputs = scoreLabels(g, this.llm, buildQPMapper(g, cfg, mapper, this.normalizeStates(hs), fm), promptIds, firstTargets, answerIds, answerNext, lora);
     return compile(outputs, { name: 'emosllm score', ...this.compileOptions });
   }
 

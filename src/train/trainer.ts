@@ -58,6 +58,8 @@ export interface TrainConfig {
   fbankStack: number;
   /** fbank only: per-utterance mean/variance normalisation of the log-mel bins */
   fbankCmvn: boolean;
+  /** normalise each encoder channel with the training data's mean and std (stored with the model) */
+  featureNorm: boolean;
   /** encoder hidden states fed to the mapper (default all) */
   encoderLayers?: number[];
   /** 'tiny' (built-in, seeded) or a Llama checkpoint folder */
@@ -100,6 +102,7 @@ export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, '
     encoder: 'fbank',
     fbankStack: 4,
     fbankCmvn: true,
+    featureNorm: true,
     llm: 'tiny',
     llmTrain: tiny ? 'full' : 'lora',
     lora: { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] },
@@ -292,6 +295,10 @@ export async function train(
     const validClips = prepValid.clips;
     if (trainClips.length === 0) throw new UserError('no training clip could be read', c.data);
     log(`features: ${cache.stats.hits} cached, ${cache.stats.misses} computed`);
+    if (c.featureNorm ?? true) {
+      const { mean, std } = await featureStats(cache, trainClips, model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
+      model.setFeatureNorm(mean, std);
+    }
 
     const cropFrames = Math.round(c.cropSeconds * model.frameRate);
     const channelGroup = c.encoder === 'fbank' ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
@@ -447,6 +454,29 @@ export async function train(
   } finally {
     await model.release();
   }
+}
+
+/** Per-(layer, channel) mean and std of the training clips' encoder states, in float64 (std floored at 1e-5). */
+export async function featureStats(cache: FeatureCache, clips: ClipRef[], layers: number, dim: number): Promise<{ mean: Float32Array; std: Float32Array }> {
+  const sum = new Float64Array(layers * dim);
+  const sq = new Float64Array(layers * dim);
+  let frames = 0;
+  for (let i = 0; i < clips.length; i += 32) {
+    for (const st of await statesOf(cache, clips.slice(i, i + 32))) {
+      frames += st.frames;
+      st.states.forEach((x, l) => {
+        for (let t = 0; t < st.frames; t++)
+          for (let d = 0; d < dim; d++) {
+            const v = x[t * dim + d];
+            sum[l * dim + d] += v;
+            sq[l * dim + d] += v * v;
+          }
+      });
+    }
+  }
+  const mean = Float32Array.from(sum, (s) => s / frames);
+  const std = Float32Array.from(sq, (q, k) => Math.max(1e-5, Math.sqrt(Math.max(0, q / frames - (sum[k] / frames) ** 2))));
+  return { mean, std };
 }
 
 /** Report curves from a run's history. */
