@@ -6,7 +6,7 @@
  *   model.onnx     input "audio": float32 [1, samples] (16 kHz mono in [-1, 1], 0.025 s .. window_seconds);
  *                  outputs "probabilities" and "scores": float32 [1, labels.length].
  *
- * Pure (no DOM, no Node APIs): the page, the Node tests and the test-model writer all use it.
+ * Pure (no DOM, no Node APIs): the page and the Node tests both use it.
  */
 
 export const EXPORT_FORMAT = 'emosllm-onnx/1';
