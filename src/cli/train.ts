@@ -148,7 +148,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--labels <a,b,...>', 'label set (default: the labels of the training data)', list)
     .option('--encoder <fbank|dir>', 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder (default fbank)')
     .option('--fbank-stack <n>', 'fbank frames concatenated per mapper frame (default 4)', int('--fbank-stack'))
-    .option('--no-fbank-cmvn', 'fbank without per-utterance mean/variance normalisation (keeps absolute loudness)')
+    .option('--fbank-cmvn', 'fbank with per-utterance mean/variance normalisation (default off: it removes loudness cues)')
     .option('--no-feature-norm', "do not normalise encoder channels with the training data's mean and std")
     .option('--encoder-layers <i,j,...>', 'encoder hidden states mixed by the mapper (default all)', list)
     .option('--llm <tiny|dir>', 'LLM: the built-in tiny Llama or a Llama checkpoint folder (default tiny)')
@@ -161,7 +161,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--mapper-layers <n>', 'QPMapper transformer layers (default 2)', int('--mapper-layers'))
     .option('--queries <n>', 'number of audio tokens n_q (default 32)', int('--queries'))
     .option('--no-transcript', 'do not put transcripts in the prompt')
-    .option('--epochs <n>', 'epochs (default 40 with the tiny LLM, 10 otherwise)', int('--epochs'))
+    .option('--epochs <n>', 'epochs (default 20 with the tiny LLM, 10 otherwise)', int('--epochs'))
     .option('--steps <n>', 'stop after this many optimiser steps', int('--steps'))
     .option('--batch-size <n>', 'clips per micro-batch (default 16)', int('--batch-size'))
     .option('--grad-accum <n>', 'micro-batches per optimiser step (default 1)', int('--grad-accum'))
@@ -176,7 +176,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--eval-every <steps>', 'validate every N steps (default: every epoch)', int('--eval-every'))
     .option('--checkpoint-every <steps>', 'checkpoint every N steps (default: every epoch)', int('--checkpoint-every'))
     .option('--keep-last <k>', 'checkpoints kept besides the best (default 2)', int('--keep-last'))
-    .option('--patience <n>', 'early stop after N validations without a better UA (default 10; 0 = off)', int('--patience'))
+    .option('--patience <n>', 'early stop after N validations without a better UA (default 8; 0 = off)', int('--patience'))
     .option('--seed <n>', 'seed of every random choice (default 0)', int('--seed'))
     .option('--cache-dir <dir>', 'cache root for features and compiled graphs (default ~/.cache/emosllm)');
 }

