@@ -1,9 +1,16 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadDataset } from '../data/dataset.ts';
 import { formatSummary, summarizeDataset, type DatasetSummary } from '../data/summary.ts';
 import { ensureSynthCorpus, type SynthOptions } from '../data/synth.ts';
 import type { Dataset } from '../data/types.ts';
+import { type SpeakerSplit, speakerSplit } from '../data/splits.ts';
+import type { Metrics } from '../eval/metrics.ts';
+import { type TrainConfig, defaultTrainConfig, train } from '../train/trainer.ts';
+import { runEval } from './eval.ts';
+import { progress } from './progress.ts';
 
 export interface DemoOptions {
   /** Use this corpus (any layout `loadDataset` accepts) instead of synthesising one. */
@@ -12,6 +19,8 @@ export interface DemoOptions {
   out?: string;
   /** Synthesis parameters (tests use a smaller corpus). */
   synth?: SynthOptions;
+  /** Training options over the defaults (tests train fewer steps). */
+  train?: Partial<TrainConfig>;
   log?: (line: string) => void;
 }
 
@@ -19,18 +28,25 @@ export interface DemoOptions {
 export interface DemoState {
   out: string;
   corpusDir: string;
+  modelDir: string;
   dataset?: Dataset;
   summary?: DatasetSummary;
+  split?: SpeakerSplit;
+  trainSeconds?: number;
+  metrics?: Metrics;
 }
 
 /**
- * The demo as a list of steps, run in order. Training and evaluation will be added as further steps
- * (`train`, `evaluate`) that read `state.dataset` and write under `state.out`.
+ * The demo as a list of steps, run in order: the corpus (synthesised, or --data), its summary, a
+ * speaker-independent split, training (fbank + tiny LLM, the defaults), evaluation on the test speakers.
  */
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const out = path.resolve(opts.out ?? path.join('runs', 'demo'));
-  const state: DemoState = { out, corpusDir: opts.data ? path.resolve(opts.data) : path.join(out, 'corpus') };
+  const corpusDir = opts.data ? path.resolve(opts.data) : path.join(out, 'corpus');
+  // one model folder per corpus, so --data runs never pick up the synthetic corpus's model
+  const modelDir = path.join(out, opts.data ? `model-${crypto.createHash('sha256').update(corpusDir).digest('hex').slice(0, 8)}` : 'model');
+  const state: DemoState = { out, corpusDir, modelDir };
 
   const steps: Array<{ name: string; run: () => Promise<void> }> = [
     {
@@ -66,9 +82,45 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
     {
       name: 'train',
       run: async () => {
+        // speaker-independent: whole speakers for validation (model selection) and test (the reported figures)
+        const split = speakerSplit(state.dataset!.items, { valid: 0.15, test: 0.3, seed: 0 });
+        state.split = split;
         log('');
-        log('train/evaluate: not built yet. Training and evaluating EmoSLLM on this corpus come with the EmoSLLM model work;');
-        log('this demo currently stops after preparing and summarising the data.');
+        log(
+          `train: fbank + tiny LLM on speakers ${split.speakers.train.join(', ')} (${split.train.length} clips); ` +
+            `validation ${split.speakers.valid.join(', ')} (${split.valid.length}); test ${split.speakers.test.join(', ')} (${split.test.length})`,
+        );
+        const bar = progress('train');
+        // a second demo run continues (or reuses) the first one's model instead of refusing to overwrite it
+        const resume = fs.existsSync(path.join(state.modelDir, 'train_config.json'));
+        if (resume) log(`train: continuing the model in ${state.modelDir} (delete it to train from scratch)`);
+        try {
+          const r = await train(defaultTrainConfig({ data: state.corpusDir, ...opts.train }), state.modelDir, {
+            resume,
+            items: { train: split.train, valid: split.valid },
+            hooks: { log, onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.loss.toFixed(3), 'clips/s': p.samplesPerSecond.toFixed(1) }) },
+          });
+          state.trainSeconds = r.seconds;
+        } finally {
+          bar.stop();
+        }
+      },
+    },
+    {
+      name: 'evaluate',
+      run: async () => {
+        const r = await runEval({
+          model: state.modelDir,
+          data: state.corpusDir,
+          out: path.join(out, 'eval'),
+          only: new Set(state.split!.test.map((i) => i.id)),
+          log,
+        });
+        state.metrics = r.metrics;
+        log('');
+        log(`demo: test speakers ${state.split!.speakers.test.join(', ')}: UA ${(100 * r.metrics.ua).toFixed(1)}%, WA ${(100 * r.metrics.wa).toFixed(1)}%, macro-F1 ${(100 * r.metrics.macro_f1).toFixed(1)}% (chance UA ${(100 / r.metrics.labels.length).toFixed(1)}%)`);
+        log(`demo: model in ${state.modelDir}; metrics.json and report.html in ${path.join(out, 'eval')}`);
+        if (!opts.data) log('demo: the corpus is SYNTHETIC (espeak-ng prosody): these figures say the pipeline works, not how well it recognises real emotion.');
       },
     },
   ];
@@ -79,7 +131,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('synthesise a small labelled corpus (or use --data), summarise it; training/evaluation are not built yet')
+    .description('synthesise a small labelled corpus (or use --data), train EmoSLLM (fbank + tiny LLM) on some speakers and evaluate it on others')
     .option('--data <dir>', 'use this corpus (folder with manifest.csv, a manifest, or a known corpus layout) instead of synthesising one')
     .option('--out <dir>', 'output folder', path.join('runs', 'demo'))
     .action(async (o: { data?: string; out?: string }) => {

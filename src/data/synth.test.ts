@@ -79,25 +79,33 @@ describe('synthesizeCorpus (espeak-ng)', () => {
 });
 
 describe('emosllm demo (runDemo)', () => {
-  it('synthesises into <out>/corpus, summarises it, says training is not built yet; the second run reuses the corpus', async () => {
+  it('synthesises into <out>/corpus, trains on some speakers, evaluates on others; a second run reuses corpus and model', async () => {
     const { runDemo } = await import('../cli/demo.ts');
     const out = path.join(dir, 'demo');
-    const synth = { speakers: 1, sentences: 2, emotions: ['anger', 'neutral'] };
+    const synth = { speakers: 4, sentences: 2, emotions: ['anger', 'neutral'] };
+    const train = { maxSteps: 3, batchSize: 4, cacheDir: path.join(dir, 'cache') };
     const lines: string[] = [];
-    const s1 = await runDemo({ out, synth, log: (l) => lines.push(l) });
+    const s1 = await runDemo({ out, synth, train, log: (l) => lines.push(l) });
     expect(s1.corpusDir).toBe(path.join(out, 'corpus'));
-    expect(s1.summary!.clips).toBe(4);
+    expect(s1.summary!.clips).toBe(16);
     const text = lines.join('\n');
-    expect(text).toMatch(/synthesised 4 SYNTHETIC clips/);
-    expect(text).toMatch(/clips: 4 {3}speakers: 1 {3}labels: 2/);
-    expect(text).toMatch(/not built yet/);
+    expect(text).toMatch(/synthesised 16 SYNTHETIC clips/);
+    expect(text).toMatch(/clips: 16 {3}speakers: 4 {3}labels: 2/);
+    // whole speakers: train, validation and test are disjoint
+    const sp = s1.split!.speakers;
+    expect(new Set([...sp.train, ...sp.valid, ...sp.test]).size).toBe(4);
+    expect(sp.test.length).toBeGreaterThan(0);
+    const metrics = JSON.parse(fs.readFileSync(path.join(out, 'eval', 'metrics.json'), 'utf8'));
+    expect(metrics.labels).toEqual(['anger', 'neutral']);
+    expect(metrics.n).toBe(s1.split!.test.length);
+    for (const k of ['wa', 'ua', 'macro_f1']) expect(metrics[k]).toBeGreaterThanOrEqual(0);
+    expect(fs.readFileSync(path.join(out, 'eval', 'report.html'), 'utf8')).toMatch(/synthetic/i);
+    expect(text).toMatch(/demo: test speakers .*: UA \d+\.\d%/);
+    expect(text).toMatch(/SYNTHETIC \(espeak-ng prosody\)/);
+
     const lines2: string[] = [];
-    await runDemo({ out, synth, log: (l) => lines2.push(l) });
+    await runDemo({ out, synth, train, log: (l) => lines2.push(l) });
     expect(lines2.join('\n')).toMatch(/reusing the SYNTHETIC corpus/);
-    // --data summarises the given corpus instead.
-    const lines3: string[] = [];
-    const s3 = await runDemo({ out, data: path.join(out, 'corpus', 'manifest.csv'), log: (l) => lines3.push(l) });
-    expect(s3.summary!.clips).toBe(4);
-    expect(lines3[0]).toMatch(/corpus: using .*manifest\.csv/);
+    expect(lines2.join('\n')).toMatch(/continuing the model/);
   });
 });
