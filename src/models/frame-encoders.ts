@@ -121,7 +121,8 @@ export class HFFrameEncoder implements FrameEncoder {
   readonly id: string;
   readonly numHiddenStates: number;
   readonly hiddenSize: number;
-  readonly frameRate = 50;
+  /** 16000 / the conv stack's total stride (50 for the usual wav2vec2 / HuBERT / WavLM stack) */
+  readonly frameRate: number;
   private session?: Promise<CompiledGraph>;
 
   constructor(
@@ -130,6 +131,7 @@ export class HFFrameEncoder implements FrameEncoder {
   ) {
     this.numHiddenStates = encoder.numHiddenStates;
     this.hiddenSize = encoder.hiddenSize;
+    this.frameRate = 16000 / encoder.config.convStride.reduce((a, b) => a * b, 1);
     const h = crypto.createHash('sha256');
     h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 1, config: encoder.config, preprocessor: encoder.preprocessor }));
     // A changed weight file (new inode, size or mtime) is a different encoder: no stale cache hits.
