@@ -9,16 +9,17 @@ export function registerExport(program: Command): void {
     .argument('<model-dir>', 'a trained model folder')
     .requiredOption('--onnx <dir>', 'output folder (model.onnx, encoder/mapper/llm.onnx, manifest.json)')
     .option('--no-stages', 'write only the all-in-one model.onnx')
+    .option('--int8', "int8 weights for the LLM's linear layers (smaller and faster; probabilities change slightly)")
     .option('--window <s>', 'window length the manifest asks players to use for long audio (default: the training crop)')
     .option('--hop <s>', 'window hop (default half the window)')
-    .action(async (dir: string, f: { onnx: string; stages: boolean; window?: string; hop?: string }) => {
+    .action(async (dir: string, f: { onnx: string; stages: boolean; int8?: boolean; window?: string; hop?: string }) => {
       const sec = (name: string, v?: string) => {
         if (v === undefined) return undefined;
         const n = Number(v);
         if (!(n > 0)) throw new UserError(`${name} must be a positive number of seconds, got "${v}"`);
         return n;
       };
-      const m = await exportModel(dir, f.onnx, { stages: f.stages, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
+      const m = await exportModel(dir, f.onnx, { stages: f.stages, quantize: f.int8 ? 'int8' : undefined, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
       console.log(JSON.stringify({ out: f.onnx, labels: m.labels, model: m.model }));
     });
 }

@@ -103,6 +103,30 @@ describe('emosllm export', () => {
     }
   });
 
+  it('--int8: the LLM Gemms run in int8 under plain onnxruntime-node, close to the float export', async () => {
+    const q = path.join(tmp, 'onnx-int8');
+    const r = cli('export', model, '--onnx', q, '--int8', '--no-stages');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/\d+ Gemms in int8/);
+    const m = JSON.parse(fs.readFileSync(path.join(q, 'manifest.json'), 'utf8'));
+    expect(m.quantization).toBe('int8');
+    const [f32, i8] = await Promise.all([ort.InferenceSession.create(path.join(out, 'model.onnx')), ort.InferenceSession.create(path.join(q, 'model.onnx'))]);
+    try {
+      for (const file of clips) {
+        const x = readPcm16(file);
+        const audio = new ort.Tensor('float32', x, [1, x.length]);
+        const a = (await f32.run({ audio })).probabilities.data as Float32Array;
+        const b = (await i8.run({ audio })).probabilities.data as Float32Array;
+        expect(Math.abs(b.reduce((s, v) => s + v, 0) - 1)).toBeLessThan(1e-5);
+        for (let j = 0; j < a.length; j++) expect(Math.abs(a[j] - b[j])).toBeLessThan(0.05);
+        expect(a.some((v, j) => v !== b[j])).toBe(true); // really a different (quantised) computation
+      }
+    } finally {
+      await f32.release();
+      await i8.release();
+    }
+  });
+
   it('a folder that is not a model: one line, exit 1', () => {
     const r = cli('export', tmp, '--onnx', path.join(tmp, 'x'));
     expect(r.status).toBe(1);

@@ -46,6 +46,8 @@ export interface ExportManifest {
   prompt_ids: number[];
   answers: { first_targets: number[]; answer_ids: number[][]; answer_next: number[][] };
   source: string;
+  /** 'int8' when the LLM's weights were quantised */
+  quantization?: 'int8';
 }
 
 /** The LLM with its trained weights as constants: LoRA merged (as PEFT merges), or the full fine-tune's tensors. */
@@ -95,6 +97,8 @@ const onesMask = (hs: Value) => fill(slice(runtimeShape(hs), [1], [3], [0]), [1,
 
 export interface ExportOptions {
   stages?: boolean;
+  /** int8 weights for the LLM's linear layers (quantize.ts) */
+  quantize?: 'int8';
   windowSeconds?: number;
   hopSeconds?: number;
   log?: (line: string) => void;
@@ -128,8 +132,8 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
       const a = ansConst(g);
       const p = g.constant(BigInt64Array.from(promptIds, BigInt), [1, promptIds.length], 'int64', 'prompt_ids');
       const { scores, probabilities } = scoreLabels(g, llm, tokens, p, a.first, a.ids, a.next);
-      const r = writeOnnxFile({ probabilities: reshape(probabilities, [1, C]), scores: reshape(scores, [1, C]) }, path.join(outDir, 'model.onnx'), { graphName: 'emosllm' });
-      log(`export: model.onnx (${(r.bytes / 2 ** 20).toFixed(1)} MB${r.externalData.length ? ', external data' : ''})`);
+      const r = writeOnnxFile({ probabilities: reshape(probabilities, [1, C]), scores: reshape(scores, [1, C]) }, path.join(outDir, 'model.onnx'), { graphName: 'emosllm', quantize: o.quantize });
+      log(`export: model.onnx (${(r.bytes / 2 ** 20).toFixed(1)} MB${r.externalData.length ? ', external data' : ''}${r.quantized ? `, ${r.quantized.gemms} Gemms in int8` : ''})`);
       external = r.externalData;
     }
     if (o.stages ?? true) {
@@ -151,7 +155,7 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
         const first = g.input('first_targets', 'int64', ['C']);
         const aIds = g.input('answer_ids', 'int64', ['C', 'A']);
         const aNext = g.input('answer_next', 'int64', ['C', 'A']);
-        writeOnnxFile(scoreLabels(g, llm, tokens, p, first, aIds, aNext), path.join(outDir, 'llm.onnx'), { graphName: 'emosllm-llm' });
+        writeOnnxFile(scoreLabels(g, llm, tokens, p, first, aIds, aNext), path.join(outDir, 'llm.onnx'), { graphName: 'emosllm-llm', quantize: o.quantize });
       }
       log('export: encoder.onnx, mapper.onnx, llm.onnx');
     }
@@ -173,6 +177,7 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
         answer_next: chunk(ids(ans.answer_next), A),
       },
       source: path.resolve(modelDir),
+      ...(o.quantize ? { quantization: o.quantize } : {}),
     };
     writeFileAtomic(path.join(outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     return manifest;

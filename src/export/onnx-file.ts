@@ -11,6 +11,7 @@ import type { Value } from '../graph/ir.ts';
 import { type ExternalFile, emitModel, encodeModel } from '../graph/onnx.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import { type QuantizeReport, quantizeGemmsInt8 } from './quantize.ts';
 
 const { onnx } = onnxProto;
 
@@ -41,14 +42,28 @@ export interface OnnxFileResult {
 }
 
 /** Emits `outputs` and writes `file` (+ `file.data` when large), atomically. */
-export function writeOnnxFile(outputs: Record<string, Value>, file: string, opts: { graphName?: string; inlineLimit?: number } = {}): OnnxFileResult {
+export function writeOnnxFile(
+  outputs: Record<string, Value>,
+  file: string,
+  opts: { graphName?: string; inlineLimit?: number; quantize?: 'int8' } = {},
+): OnnxFileResult & { quantized?: QuantizeReport } {
   const model = emitModel(outputs, { regionMode: 'link', graphName: opts.graphName });
   const files = new Map(model.files.map((f) => [f.location, f]));
-  const tensors = model.proto.graph!.initializer!.filter((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL);
-  const ext = (t: (typeof tensors)[number]) => {
+  type Tensor = onnxProto.onnx.ITensorProto;
+  const isExternal = (t: Tensor) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL;
+  const ext = (t: Tensor) => {
     const kv = Object.fromEntries(t.externalData!.map((e) => [e.key, e.value]));
     return { location: kv.location!, offset: Number(kv.offset ?? 0), length: Number(kv.length) };
   };
+  let quantized: QuantizeReport | undefined;
+  if (opts.quantize === 'int8') {
+    quantized = quantizeGemmsInt8(model.proto, (t) => {
+      if (!isExternal(t)) return t.rawData!;
+      const e = ext(t);
+      return bytesOf(files.get(e.location)!, e.offset, e.length);
+    });
+  }
+  const tensors = model.proto.graph!.initializer!.filter(isExternal);
   const total = tensors.reduce((a, t) => a + ext(t).length, 0);
   const inline = total <= (opts.inlineLimit ?? INLINE_LIMIT_BYTES);
   const dataName = `${path.basename(file)}.data`;
@@ -87,5 +102,5 @@ export function writeOnnxFile(outputs: Record<string, Value>, file: string, opts
   }
   const bytes = encodeModel(model);
   writeFileAtomic(file, bytes);
-  return { file, externalData, bytes: bytes.byteLength + (inline ? 0 : total) };
+  return { file, externalData, bytes: bytes.byteLength + (inline ? 0 : total), quantized };
 }
