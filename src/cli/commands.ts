@@ -6,6 +6,7 @@ import { registerTrain } from './train.ts';
 import { registerCv, registerEval } from './eval.ts';
 import { registerPredict } from './predict.ts';
 import { registerExport } from './export.ts';
+import { registerServe } from './serve.ts';
 
 /** Every CLI command, in the order `emosllm --help` lists them. Add new commands here. */
-export const commands: Array<(program: Command) => void> = [registerTrain, registerEval, registerCv, registerPredict, registerExport, registerParity, registerData, registerDemo];
+export const commands: Array<(program: Command) => void> = [registerTrain, registerEval, registerCv, registerPredict, registerServe, registerExport, registerParity, registerData, registerDemo];

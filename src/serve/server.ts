@@ -1,0 +1,442 @@
+/**
+ * `emosllm serve`: the HTTP inference server (fastify).
+ *
+ *   POST /v1/emotion   audio in, {label, probabilities, seconds, segments, model, elapsed_ms} out
+ *   GET  /healthz      200 {status: "ok"} once the model is loaded; 503 {status: "loading" | "shutting_down"}
+ *   GET  /v1/model     labels, encoder, LLM, audio settings and the server's limits
+ *
+ * POST /v1/emotion takes either the raw audio bytes as the body (Content-Type audio/*, video/*,
+ * application/ogg, application/octet-stream, or none; any format decodeAudioFile reads: WAV, FLAC, MP3,
+ * Ogg Vorbis/Opus, M4A, WebM) with options as query parameters, or a multipart/form-data form with the file
+ * field "audio" and the options as fields. Options: transcript, labels (comma-separated label set), segment
+ * (auto | whole | window | vad), window and hop (seconds). Prediction is predictSamples (eval/predict.ts).
+ *
+ * Every error is JSON {error: {code, message}} with a one-line message, never a stack trace:
+ *   400 bad_parameter / empty_body / bad_multipart   an option is wrong, there is no audio, a malformed form
+ *   401 unauthorized           --token is set and the Authorization: Bearer header is missing or wrong
+ *                              (WWW-Authenticate is set; /healthz never needs the token)
+ *   404 not_found              no such route
+ *   413 body_too_large         the body (or the form's file) is over --max-bytes
+ *   415 unsupported_content_type   a Content-Type that is not audio (e.g. application/json)
+ *   415 not_audio              the bytes are not audio in a supported format, or cannot be decoded
+ *   422 audio_too_long         the audio is longer than --max-seconds
+ *   422 silent_audio           every sample is (near) zero: nothing to recognise
+ *   503 queue_full             1 request is running and --queue more are waiting (Retry-After is set)
+ *   503 loading / shutting_down    the model is still loading, or the server is draining (Retry-After)
+ *   504 timeout                the request took longer than --timeout, counted from when its body was
+ *                              received (queueing included); its work stops at the next segment
+ *   500 internal               a bug: the message says to look at the server log
+ *
+ * Requests run one at a time (ONNX Runtime already uses every core for one inference), at most --queue
+ * waiting. On close (SIGTERM / SIGINT in the CLI) the server stops accepting connections, answers 503 to new
+ * requests on open connections, finishes the running and queued requests, then releases the model.
+ * One line per request goes to the log (stderr): method, path, status, milliseconds.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { DECODE_DEFAULTS, loadAudio16k, probeAudio, sniffFormat } from '../audio/decode.ts';
+import { type ClipPrediction, type PredictOptions, predictSamples } from '../eval/predict.ts';
+import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
+import { UserError, oneLine } from '../util/errors.ts';
+import { HttpError, errorBody } from './errors.ts';
+import { PARAM_LIMITS, SEGMENT_MODES, parseParams } from './params.ts';
+import { AbortedError, type Slot, WorkQueue } from './queue.ts';
+
+export const SERVE_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 8080,
+  /** largest request body / form file */
+  maxBytes: 50 * 1024 * 1024,
+  /** longest audio */
+  maxSeconds: 600,
+  /** per request, from the end of the upload to the answer (queueing included) */
+  timeoutMs: 120_000,
+  /**
+   * requests waiting behind the running one. 64: a burst of a few dozen concurrent clients (the bench's 50) is
+   * queued rather than turned away; with the tiny model a 3 s clip takes ~30 ms, so a full queue waits ~2 s.
+   */
+  queue: 64,
+} as const;
+
+export interface ServeOptions {
+  /** a trained model folder, or an already loaded model (then the caller keeps it: close() does not release it) */
+  model: string | EmoSLLM;
+  /** name reported as "model" (default: the model folder's name) */
+  name?: string;
+  host?: string;
+  /** 0 = a free port */
+  port?: number;
+  maxBytes?: number;
+  maxSeconds?: number;
+  timeoutMs?: number;
+  queue?: number;
+  /** bearer token required on every route but /healthz (unset or empty: no auth) */
+  token?: string;
+  /** log lines (default: stderr) */
+  log?: (line: string) => void;
+  /** resolve startServer only once the model is loaded and warmed up (default true) */
+  waitReady?: boolean;
+}
+
+export interface ServerHandle {
+  url: string;
+  host: string;
+  port: number;
+  /** resolves once the model is loaded and warmed up (rejects when loading fails; the server is then closed) */
+  ready: Promise<void>;
+  /** graceful: stop accepting, finish running and queued requests, release the model */
+  close(): Promise<void>;
+  stats(): { state: ServerState; running: boolean; waiting: number; inSystem: number };
+}
+
+export type ServerState = 'loading' | 'ready' | 'closing' | 'closed' | 'failed';
+
+const SR = 16000;
+const SUPPORTED = 'WAV, FLAC, MP3, Ogg Vorbis, Opus, M4A/MP4 (AAC), WebM';
+const RAW_TYPES = /^(audio\/[\w.+-]+|video\/[\w.+-]+|application\/ogg|application\/octet-stream)$/;
+
+/** A model whose encode() / scoreStates() throw AbortedError once `signal` aborts: predictSamples stops between segments. */
+function abortable(model: EmoSLLM, signal: AbortSignal): EmoSLLM {
+  return new Proxy(model, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      if (prop === 'encode' || prop === 'scoreStates')
+        return (...args: unknown[]) => {
+          if (signal.aborted) return Promise.reject(new AbortedError());
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      return v.bind(target);
+    },
+  });
+}
+
+/** A short non-silent signal that compiles every session before the server says it is ready. */
+function warmupSignal(seconds: number): Float32Array {
+  const x = new Float32Array(Math.round(seconds * SR));
+  for (let i = 0; i < x.length; i++) x[i] = 0.1 * Math.sin((2 * Math.PI * 220 * i) / SR) + 0.05 * Math.sin((2 * Math.PI * 660 * i) / SR);
+  return x;
+}
+
+function urlPath(url: string): string {
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}
+
+function sameToken(given: string, want: string): boolean {
+  const a = crypto.createHash('sha256').update(given).digest();
+  const b = crypto.createHash('sha256').update(want).digest();
+  return crypto.timingSafeEqual(a, b);
+}
+
+function positiveInt(name: string, v: number, min = 1): number {
+  if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
+
+interface RequestInfo {
+  t0: number;
+  slot?: Slot;
+}
+
+/** Starts the server; resolves once it listens (and, unless waitReady is false, once the model is ready). */
+export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
+  const host = opts.host ?? SERVE_DEFAULTS.host;
+  const port = opts.port ?? SERVE_DEFAULTS.port;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`port must be an integer 0-65535, got ${port}`);
+  const maxBytes = positiveInt('maxBytes', opts.maxBytes ?? SERVE_DEFAULTS.maxBytes);
+  const maxSeconds = opts.maxSeconds ?? SERVE_DEFAULTS.maxSeconds;
+  if (!(maxSeconds > 0)) throw new UserError(`maxSeconds must be > 0, got ${maxSeconds}`);
+  const timeoutMs = opts.timeoutMs ?? SERVE_DEFAULTS.timeoutMs;
+  if (!(timeoutMs > 0)) throw new UserError(`timeoutMs must be > 0, got ${timeoutMs}`);
+  const queueSize = positiveInt('queue', opts.queue ?? SERVE_DEFAULTS.queue, 0);
+  const token = opts.token || undefined;
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const ownsModel = typeof opts.model === 'string';
+  if (typeof opts.model === 'string' && !fs.existsSync(path.join(opts.model, MODEL_FILE)))
+    throw new UserError(`not an emosllm model folder (no ${MODEL_FILE})`, opts.model);
+  const name = opts.name ?? (typeof opts.model === 'string' ? path.basename(path.resolve(opts.model)) : 'emosllm');
+
+  let state: ServerState = 'loading';
+  let model: EmoSLLM | undefined;
+  const queue = new WorkQueue(queueSize);
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-serve-'));
+  const removeTmp = () => fs.rmSync(tmpDir, { recursive: true, force: true });
+  process.on('exit', removeTmp); // also when the process exits without close() (a second SIGTERM)
+  let nextFile = 0;
+  const info = new WeakMap<IncomingMessage, RequestInfo>();
+
+  const app = Fastify({
+    logger: false,
+    bodyLimit: maxBytes,
+    // we answer 503 ourselves while draining, in our own error format
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    // malformed HTTP (never reaches a route): answered in our error format too
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const [status, reason, code, message] =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', 'headers_too_large', 'the request headers are too large']
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [408, 'Request Timeout', 'request_timeout', 'the request was not received in time']
+            : [400, 'Bad Request', 'bad_request', 'malformed HTTP request'];
+      const body = JSON.stringify(errorBody(code, message));
+      log(`- - ${status} (${err.code ?? 'client error'})`);
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
+  });
+
+  const bodyTooLarge = () => new HttpError(413, 'body_too_large', `the request body is over the ${maxBytes}-byte limit (--max-bytes)`);
+  const timedOut = () => new HttpError(504, 'timeout', `the request took longer than ${timeoutMs / 1000} s (--timeout)`);
+
+  /** Any error as a status, code and one-line message. */
+  function toHttp(err: unknown): HttpError {
+    if (err instanceof HttpError) return err;
+    if (err instanceof AbortedError) return timedOut();
+    const e = err as { code?: string; statusCode?: number };
+    switch (e.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      case 'FST_REQ_FILE_TOO_LARGE':
+        return bodyTooLarge();
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return new HttpError(415, 'unsupported_content_type', 'unsupported Content-Type');
+      case 'FST_PARTS_LIMIT':
+      case 'FST_FILES_LIMIT':
+      case 'FST_FIELDS_LIMIT':
+      case 'FST_PROTO_VIOLATION':
+      case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+        return new HttpError(400, 'bad_multipart', `bad multipart form: ${oneLine(err)}`);
+    }
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new HttpError(e.statusCode, 'bad_request', oneLine(err));
+    return new HttpError(500, 'internal', 'internal server error (see the server log)');
+  }
+
+  app.setErrorHandler((err, req, reply) => {
+    const h = toHttp(err);
+    if (h.status === 500) {
+      log(`error: ${req.method} ${urlPath(req.url)}: ${oneLine(err)}`);
+      if (process.env.EMOSLLM_DEBUG) log(String((err as Error)?.stack ?? err));
+    }
+    void reply.code(h.status).headers(h.headers).send(errorBody(h.code, h.message));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send(errorBody('not_found', `no route ${req.method} ${urlPath(req.url)} (routes: POST /v1/emotion, GET /v1/model, GET /healthz)`));
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    const ri: RequestInfo = { t0: performance.now() };
+    info.set(req.raw, ri);
+    reply.raw.once('close', () => {
+      if (ri.slot && !ri.slot.owned) ri.slot.release();
+      const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : `${reply.raw.headersSent ? reply.raw.statusCode : '-'} (client closed)`;
+      log(`${req.method} ${urlPath(req.url)} ${status} ${Math.round(performance.now() - ri.t0)}ms`);
+    });
+    const route = req.routeOptions.url;
+    if (route === '/healthz') return;
+    if (state === 'closing' || state === 'closed') {
+      reply.header('Connection', 'close');
+      throw new HttpError(503, 'shutting_down', 'the server is shutting down', { 'Retry-After': '5' });
+    }
+    if (token) {
+      const h = req.headers.authorization;
+      const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+      if (!m) throw new HttpError(401, 'unauthorized', 'missing bearer token: send "Authorization: Bearer <token>"', { 'WWW-Authenticate': 'Bearer realm="emosllm"' });
+      if (!sameToken(m[1], token)) throw new HttpError(401, 'unauthorized', 'invalid bearer token', { 'WWW-Authenticate': 'Bearer realm="emosllm", error="invalid_token"' });
+    }
+    if (route === '/v1/emotion' && req.method === 'POST') {
+      if (state === 'loading') throw new HttpError(503, 'loading', 'the model is still loading', { 'Retry-After': '2' });
+      if (state !== 'ready') throw new HttpError(503, 'unavailable', 'the model failed to load');
+      const slot = queue.reserve();
+      if (!slot)
+        throw new HttpError(503, 'queue_full', `the server is busy: 1 request running and ${queueSize} waiting (--queue ${queueSize}); retry later`, {
+          'Retry-After': String(queue.retryAfterSeconds()),
+        });
+      ri.slot = slot;
+    }
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (state === 'closing') reply.header('Connection', 'close');
+  });
+
+  // Raw bodies of any content type are buffered (up to maxBytes); the handler decides what it accepts.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: maxBytes }, (_req, body, done) => done(null, body));
+  await app.register(multipart, { limits: { fileSize: maxBytes, files: 1, fields: 16, parts: 17, fieldSize: 64 * 1024, headerPairs: 100 } });
+
+  app.get('/healthz', async (_req, reply) => {
+    if (state === 'ready') return { status: 'ok' };
+    return reply.code(503).header('Retry-After', '2').send({ status: state === 'loading' ? 'loading' : state === 'failed' ? 'failed' : 'shutting_down' });
+  });
+
+  app.get('/v1/model', async () => {
+    const m = model;
+    if (!m) throw new HttpError(503, 'loading', 'the model is still loading', { 'Retry-After': '2' });
+    const s = m.spec;
+    return {
+      name,
+      labels: s.labels,
+      encoder: s.encoder.kind === 'hf' ? { kind: 'hf', name: path.basename(s.encoder.path) } : s.encoder,
+      encoderLayers: s.encoderLayers,
+      frameRate: m.frameRate,
+      llm: {
+        name: path.basename(m.llmDir()),
+        ...(s.llm.builtin ? { builtin: s.llm.builtin } : {}),
+        hiddenSize: m.llm.config.hiddenSize,
+        layers: m.llm.config.numHiddenLayers,
+        vocabSize: m.llm.config.vocabSize,
+      },
+      llmTrain: s.llmTrain,
+      ...(s.lora ? { lora: s.lora } : {}),
+      prompt: { useTranscript: s.prompt.useTranscript },
+      audio: { ...s.audio, sampleRate: SR },
+      segment: { modes: SEGMENT_MODES, default: 'auto', windowSeconds: 3, hopSeconds: 1.5, wholeMaxSeconds: 10 },
+      limits: { maxBytes, maxSeconds, timeoutMs, queue: queueSize, ...PARAM_LIMITS },
+    };
+  });
+
+  /** The audio bytes and raw options of a request, from a multipart form or a raw body + query. */
+  async function readInput(req: FastifyRequest): Promise<{ bytes?: Buffer; params: Record<string, unknown> }> {
+    if (req.isMultipart()) {
+      let bytes: Buffer | undefined;
+      const params: Record<string, unknown> = {};
+      for await (const part of req.parts()) {
+        if (part.type === 'file') {
+          if (part.fieldname !== 'audio') throw new HttpError(400, 'bad_multipart', `unexpected file field ${JSON.stringify(part.fieldname)}: send the audio as the file field "audio"`);
+          if (bytes) throw new HttpError(400, 'bad_multipart', 'more than one "audio" file in the form');
+          bytes = await part.toBuffer();
+        } else {
+          if (part.fieldname === 'audio') throw new HttpError(400, 'bad_multipart', 'the field "audio" must be a file (e.g. curl -F audio=@clip.wav)');
+          if (part.valueTruncated) throw new HttpError(400, 'bad_parameter', `field ${part.fieldname} is too long`);
+          const v = String(part.value);
+          params[part.fieldname] = part.fieldname in params ? [params[part.fieldname], v] : v;
+        }
+      }
+      if (!bytes) throw new HttpError(400, 'empty_body', 'the form has no file field "audio"');
+      return { bytes, params };
+    }
+    const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (ct && !RAW_TYPES.test(ct))
+      throw new HttpError(415, 'unsupported_content_type', `Content-Type ${ct} is not accepted: send the audio bytes as audio/* or application/octet-stream, or a multipart/form-data form with the file field "audio"`);
+    return { bytes: Buffer.isBuffer(req.body) ? req.body : undefined, params: { ...(req.query as Record<string, unknown>) } };
+  }
+
+  /** A decoding UserError as the answer the client gets (the temp file's path never leaks). */
+  function audioError(e: UserError, file: string): HttpError {
+    let msg = e.where === file ? e.message.slice(file.length + 2) : e.message;
+    msg = msg.split(file).join('body');
+    if (/\(maxSeconds\)/.test(msg)) return new HttpError(422, 'audio_too_long', msg.replace('(maxSeconds)', '(--max-seconds)'));
+    if (/\(maxBytes\)/.test(msg)) return bodyTooLarge();
+    if (/^silent:/.test(msg)) return new HttpError(422, 'silent_audio', `the audio is ${msg}: nothing to recognise`);
+    return new HttpError(415, 'not_audio', `cannot decode the audio: ${msg}`);
+  }
+
+  app.post('/v1/emotion', async (req: FastifyRequest, reply: FastifyReply) => {
+    const ri = info.get(req.raw)!;
+    const m = model!;
+    const slot = ri.slot!;
+    const { bytes, params } = await readInput(req);
+    const o: PredictOptions = parseParams(params, m);
+    if (!bytes || bytes.length === 0) throw new HttpError(400, 'empty_body', 'the request has no audio: send the audio bytes as the body, or as the file field "audio" of a multipart form');
+    const format = sniffFormat(bytes.subarray(0, 4096));
+    if (!format) throw new HttpError(415, 'not_audio', `the body is not audio in a supported format (${SUPPORTED})`);
+
+    // Counted from here: the body is in. A timed-out request answers 504 at once; its job stops at the next segment.
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), timeoutMs);
+    reply.raw.once('close', () => ac.abort()); // finished, or the client left: nothing to do any more
+    const file = path.join(tmpDir, `req-${++nextFile}.${format}`);
+    const work = (async (): Promise<ClipPrediction> => {
+      await fs.promises.writeFile(file, bytes);
+      if (format === 'wav') {
+        // header only: a too long or broken WAV is refused without waiting in the queue
+        try {
+          const p = await probeAudio(file);
+          if (p.durationS > maxSeconds) throw new HttpError(422, 'audio_too_long', `audio is ${p.durationS.toFixed(1)} s long, over the ${maxSeconds} s limit (--max-seconds)`);
+        } catch (e) {
+          throw e instanceof UserError ? audioError(e, file) : e;
+        }
+      }
+      return queue.run(slot, ac.signal, async () => {
+        if (ac.signal.aborted) throw new AbortedError();
+        let samples: Float32Array;
+        try {
+          samples = await loadAudio16k(file, { maxSeconds, maxBytes, timeoutMs: Math.min(DECODE_DEFAULTS.timeoutMs, timeoutMs) });
+        } catch (e) {
+          throw e instanceof UserError ? audioError(e, file) : e;
+        }
+        try {
+          return await predictSamples(abortable(m, ac.signal), samples, o);
+        } catch (e) {
+          throw e instanceof UserError ? new HttpError(400, 'bad_parameter', oneLine(e)) : e;
+        }
+      });
+    })();
+    void work.catch(() => undefined).finally(() => fs.promises.rm(file, { force: true }).catch(() => undefined));
+    const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(timedOut()), { once: true }));
+    let r: ClipPrediction;
+    try {
+      r = await Promise.race([work, aborted]);
+    } finally {
+      clearTimeout(timer);
+    }
+    return { label: r.label, probabilities: r.probabilities, seconds: r.seconds, segments: r.segments, model: name, elapsed_ms: Math.round(performance.now() - ri.t0) };
+  });
+
+  try {
+    await app.listen({ host, port });
+  } catch (e) {
+    removeTmp();
+    process.off('exit', removeTmp);
+    throw new UserError(`cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? oneLine(e)}`);
+  }
+  const addr = app.server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+
+  const ready = (async () => {
+    await new Promise((r) => setImmediate(r)); // let listen() return first: /healthz answers 503 while we load
+    model = typeof opts.model === 'string' ? EmoSLLM.load(opts.model) : opts.model;
+    await predictSamples(model, warmupSignal(model.spec.audio.trainCropSeconds || 3), { segment: 'whole' });
+    if (state === 'loading') state = 'ready';
+  })();
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      if (state !== 'failed') state = 'closing';
+      await ready.catch(() => undefined);
+      await app.close(); // stops accepting; resolves when the in-flight requests (running and queued) have answered
+      await queue.drained(); // jobs whose request already timed out
+      if (ownsModel && model) await model.release();
+      model = undefined;
+      removeTmp();
+      process.off('exit', removeTmp);
+      if (state !== 'failed') state = 'closed';
+    })());
+
+  const readyOrClose = ready.catch(async (e) => {
+    state = 'failed';
+    await close();
+    throw e;
+  });
+  const handle: ServerHandle = {
+    url,
+    host,
+    port: addr.port,
+    ready: readyOrClose,
+    close,
+    stats: () => ({ state, running: queue.busy, waiting: queue.queued, inSystem: queue.inSystem }),
+  };
+  if (opts.waitReady === false) readyOrClose.catch(() => undefined);
+  else await readyOrClose;
+  return handle;
+}
