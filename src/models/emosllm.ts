@@ -323,11 +323,15 @@ export class EmoSLLM {
     return m[2] === 'A' ? [this.loraConfig.r, mod.in] : [mod.out, this.loraConfig.r];
   }
 
-  /** The prompt for a label set (cached); the label set is the model's own unless the user passes one. */
+  /** The prompt for a label set (an LRU of 64); the label set is the model's own unless the user passes one. */
   prompt(labels: string[] = this.spec.labels): PromptBuilder {
     const key = JSON.stringify(labels);
     let p = this.prompts.get(key);
-    if (!p) this.prompts.set(key, (p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt)));
+    if (p) this.prompts.delete(key); // re-inserted below: most recently used last
+    else p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt);
+    this.prompts.set(key, p);
+    // bounded: a server's clients may send any number of label sets
+    while (this.prompts.size > 64) this.prompts.delete(this.prompts.keys().next().value!);
     return p;
   }
 
@@ -497,6 +501,13 @@ export class EmoSLLM {
   async encode(clips: Float32Array[]): Promise<ClipStates[]> {
     const outs = await this.encoder.encode(clips);
     return outs.map((o) => selectLayers(o, this.spec.encoderLayers, this.encoder.hiddenSize));
+  }
+
+  /** Frees the training-step session (a real LLM's is several GB) when only scoring follows. */
+  async releaseTraining(): Promise<void> {
+    const s = this.trainSession;
+    this.trainSession = undefined;
+    if (s) await (await s).release();
   }
 
   async release(): Promise<void> {
