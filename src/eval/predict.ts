@@ -5,7 +5,6 @@
  * The clip's label and probabilities are the duration-weighted mean over the segments.
  */
 import { slidingWindows } from '../audio/crop.ts';
-import { SILENCE_THRESHOLD } from '../audio/decode.ts';
 import { speechSegments } from '../audio/vad.ts';
 import type { EmoSLLM } from '../models/emosllm.ts';
 import { UserError } from '../util/errors.ts';
@@ -21,6 +20,8 @@ export interface PredictOptions {
   wholeMaxSeconds?: number;
   transcript?: string;
   labels?: string[];
+  /** checked before every segment: an aborted prediction stops there (a server's timeouts) */
+  signal?: AbortSignal;
 }
 
 export interface Segment {
@@ -73,6 +74,7 @@ export async function predictSamples(model: EmoSLLM, samples: Float32Array, o: P
   const mean = new Float64Array(labels.length);
   let total = 0;
   for (const [a, b] of ranges) {
+    o.signal?.throwIfAborted();
     const piece = samples.subarray(a, b);
     const [states] = await model.encode([piece]);
     const r = await model.scoreStates(states, { transcript: o.transcript, labels });
@@ -90,10 +92,4 @@ export async function predictSamples(model: EmoSLLM, samples: Float32Array, o: P
     seconds: samples.length / SR,
     segments,
   };
-}
-
-/** True when every sample is (near) zero: nothing to recognise. */
-export function isSilent(x: Float32Array): boolean {
-  for (let i = 0; i < x.length; i++) if (Math.abs(x[i]) > SILENCE_THRESHOLD) return false;
-  return true;
 }

@@ -101,22 +101,6 @@ const SR = 16000;
 const SUPPORTED = 'WAV, FLAC, MP3, Ogg Vorbis, Opus, M4A/MP4 (AAC), WebM';
 const RAW_TYPES = /^(audio\/[\w.+-]+|video\/[\w.+-]+|application\/ogg|application\/octet-stream)$/;
 
-/** A model whose encode() / scoreStates() throw AbortedError once `signal` aborts: predictSamples stops between segments. */
-function abortable(model: EmoSLLM, signal: AbortSignal): EmoSLLM {
-  return new Proxy(model, {
-    get(target, prop) {
-      const v = Reflect.get(target, prop, target);
-      if (typeof v !== 'function') return v;
-      if (prop === 'encode' || prop === 'scoreStates')
-        return (...args: unknown[]) => {
-          if (signal.aborted) return Promise.reject(new AbortedError());
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      return v.bind(target);
-    },
-  });
-}
-
 /** A short non-silent signal that compiles every session before the server says it is ready. */
 function warmupSignal(seconds: number): Float32Array {
   const x = new Float32Array(Math.round(seconds * SR));
@@ -375,8 +359,9 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
           throw e instanceof UserError ? audioError(e, file) : e;
         }
         try {
-          return await predictSamples(abortable(m, ac.signal), samples, o);
+          return await predictSamples(m, samples, { ...o, signal: ac.signal });
         } catch (e) {
+          if (ac.signal.aborted) throw new AbortedError();
           throw e instanceof UserError ? new HttpError(400, 'bad_parameter', oneLine(e)) : e;
         }
       });
