@@ -13,7 +13,7 @@ import { prepareClips } from '../train/features.ts';
 import { historyCurves, train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { type TrainFlags, addTrainOptions, trainConfigFromFlags } from './train.ts';
+import { type TrainFlags, addTrainOptions, givenFlags, trainConfigFromFlags } from './train.ts';
 import { progress } from './progress.ts';
 
 /** metrics.json: the headline figures first, then the rest of the metrics. */
@@ -146,7 +146,8 @@ export function registerCv(program: Command): void {
     .description('leave-one-speaker-out (or -session-out) cross-validation: train and evaluate one model per fold')
     .requiredOption('--by <speaker|session>', 'the group held out in each fold')
     .option('--folds <g,...>', 'run only these groups (e.g. 03,08)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean));
-  addTrainOptions(cmd).action(async (f: TrainFlags & { by: string; folds?: string[] }) => {
+  addTrainOptions(cmd).action(async (flags: TrainFlags & { by: string; folds?: string[] }, c: Command) => {
+    const f = givenFlags(c, flags);
     if (f.by !== 'speaker' && f.by !== 'session') throw new UserError(`--by must be speaker or session, got "${f.by}"`);
     const r = await runCv({ ...f, by: f.by });
     console.log(JSON.stringify({ mean: r.mean, std: r.std, folds: r.folds.map((x) => ({ name: x.name, ua: x.metrics.ua, wa: x.metrics.wa })), seconds: Math.round(r.seconds) }));

@@ -60,6 +60,14 @@ export interface TrainFlags {
   cacheDir?: string;
 }
 
+/**
+ * The flags the user gave: commander fills in defaults for `--no-x` switches, which would override the
+ * --config file and the configuration's own defaults.
+ */
+export function givenFlags<T extends object>(cmd: Command, f: T): T {
+  return Object.fromEntries(Object.entries(f).filter(([k]) => cmd.getOptionValueSource(k) !== 'default')) as T;
+}
+
 /** The run configuration: defaults, then the --config file, then flags. */
 export function trainConfigFromFlags(f: TrainFlags): TrainConfig {
   let fromFile: Partial<TrainConfig> = {};
@@ -160,7 +168,8 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--mapper-heads <h>', 'QPMapper attention heads (default 8; 4 with the tiny LLM)', int('--mapper-heads'))
     .option('--mapper-layers <n>', 'QPMapper transformer layers (default 2)', int('--mapper-layers'))
     .option('--queries <n>', 'number of audio tokens n_q (default 32)', int('--queries'))
-    .option('--no-transcript', 'do not put transcripts in the prompt')
+    .option('--transcript', 'put transcripts in the prompt (default with a real LLM)')
+    .option('--no-transcript', 'no transcripts in the prompt (default with the tiny LLM)')
     .option('--epochs <n>', 'epochs (default 20 with the tiny LLM, 10 otherwise)', int('--epochs'))
     .option('--steps <n>', 'stop after this many optimiser steps', int('--steps'))
     .option('--batch-size <n>', 'clips per micro-batch (default 16)', int('--batch-size'))
@@ -184,7 +193,8 @@ export function addTrainOptions(cmd: Command): Command {
 export function registerTrain(program: Command): void {
   addTrainOptions(program.command('train').description('train EmoSLLM (QPMapper + LoRA or LLM weights) on a labelled corpus; the run folder is the model'))
     .option('--resume', 'continue the run in --out exactly where its last checkpoint stopped')
-    .action(async (f: TrainFlags) => {
+    .action(async (flags: TrainFlags, cmd: Command) => {
+      const f = givenFlags(cmd, flags);
       if (f.cacheDir) process.env.EMOSLLM_CACHE_DIR = f.cacheDir;
       const r = await runTrain(f);
       console.log(JSON.stringify({ out: r.out, steps: r.steps, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
