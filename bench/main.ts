@@ -3,10 +3,13 @@
  * stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
+import { benchModels } from './models.ts';
 import { peakRssMb } from './util.ts';
 
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   engine: benchEngine,
+  models: benchModels,
+  serve: async () => (await import('./serve.ts')).benchServe(),
 };
 
 const name = process.argv[2] ?? 'engine';
@@ -16,4 +19,5 @@ if (!suite) {
   process.exit(2);
 }
 const result = await suite();
-console.log(JSON.stringify({ suite: name, ...result, peak_rss_mb: Math.round(peakRssMb()) }));
+// a suite that runs its work in child processes reports their peak as peak_rss_mb
+console.log(JSON.stringify({ suite: name, ...result, peak_rss_mb: Math.round(Math.max(peakRssMb(), result.peak_rss_mb ?? 0)) }));

@@ -45,3 +45,30 @@ export function randomArray(n: number, scale: number, seed = 1): Float32Array {
   }
   return out;
 }
+
+/** Current resident set size in MB: total (VmRSS), anonymous memory and mapped files (0 when not on Linux). */
+export function rssMb(): { total: number; anon: number; file: number } {
+  try {
+    const st = fs.readFileSync('/proc/self/status', 'utf8');
+    const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(st)?.[1] ?? 0) / 1024;
+    return { total: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+  } catch {
+    return { total: process.memoryUsage().rss / 1024 / 1024, anon: 0, file: 0 };
+  }
+}
+
+/**
+ * Fills `out` with uniform values in [-scale, scale) from a xorshift32 stream whose state is `state`; returns the
+ * next state, so a long tensor can be filled chunk by chunk with the same values as in one go.
+ */
+export function fillRandom(out: Float32Array, scale: number, state: number): number {
+  let s = state >>> 0 || 1;
+  const k = scale / 2147483648;
+  for (let i = 0; i < out.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s | 0) * k;
+  }
+  return s >>> 0;
+}
