@@ -107,7 +107,9 @@ export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}
         let id = fileIds.get(r.file);
         if (!id) fileIds.set(r.file, (id = fileIdentity(r.file)));
         const location = `f-${id}${path.extname(r.file)}`;
-        files.set(location, { location, kind: 'link', source: path.resolve(r.file) });
+        // the real file: a link to a symlink (Hugging Face's hub cache is all symlinks into blobs/) would point
+        // ONNX Runtime outside the model folder, which it refuses
+        files.set(location, { location, kind: 'link', source: fs.realpathSync(r.file) });
         setExternal(tensor, location, r.offset, r.byteLength);
       }
     } else {

@@ -113,6 +113,36 @@ describe('LlamaModel', () => {
     });
     exp.close();
   });
+
+  it("runs from a folder of symlinks (Hugging Face's hub cache layout: snapshots/<rev>/* -> ../../blobs/<hash>)", async () => {
+    const src = fixture('llama');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-hfcache-'));
+    try {
+      fs.mkdirSync(path.join(root, 'blobs'));
+      const snap = path.join(root, 'snapshots', 'abc123');
+      fs.mkdirSync(snap, { recursive: true });
+      for (const f of ['config.json', 'model.safetensors']) {
+        fs.copyFileSync(path.join(src, f), path.join(root, 'blobs', `blob-${f}`));
+        fs.symlinkSync(path.join('..', '..', 'blobs', `blob-${f}`), path.join(snap, f));
+      }
+      const exp = SafetensorsCheckpoint.open(path.join(src, 'expected.safetensors'));
+      const g = new Graph();
+      const ids = g.input('input_ids', 'int64', [2, 8]);
+      const out = LlamaModel.open(snap).forward(g, { inputIds: ids, attentionMask: g.input('attention_mask', 'int64', [2, 8]) });
+      const s = await compile({ logits: out.logits }, { cacheDir: path.join(root, 'cache') });
+      const r = await s.run({ input_ids: tensor(exp.readI64('input_ids'), [2, 8]), attention_mask: tensor(exp.readI64('attention_mask'), [2, 8]) });
+      await s.release();
+      const ref = exp.readF32('logits');
+      const mask = exp.readI64('attention_mask');
+      const got = r.logits.data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < got.length; i++) if (mask[Math.floor(i / 300)] !== 0n) worst = Math.max(worst, Math.abs(got[i] - ref[i]));
+      expect(worst).toBeLessThan(1e-4);
+      exp.close();
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same model", () => {
