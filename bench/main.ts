@@ -9,6 +9,7 @@ import { peakRssMb } from './util.ts';
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   engine: benchEngine,
   models: benchModels,
+  emosllm: async () => (await import('./emosllm.ts')).benchEmoSLLM(),
   serve: async () => (await import('./serve.ts')).benchServe(),
 };
 
