@@ -20,11 +20,11 @@ import { writeFileAtomic } from '../util/fs.ts';
 export interface TrainState {
   step: number;
   epoch: number;
-  /** batches of the current epoch already done */
+  /**
+   * optimiser steps of the current epoch already done. With (seed, epoch) this is the whole random state: the
+   * epoch's order and every batch's crops and masks are drawn from RNGs derived from them (trainer.ts).
+   */
   batchInEpoch: number;
-  rngState: number[];
-  /** RNG state at the start of the current epoch (the epoch's order is re-drawn from it on resume) */
-  epochRngState: number[];
   bestUa: number;
   bestStep: number;
   /** evaluations since the best one (early stopping) */

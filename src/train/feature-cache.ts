@@ -168,12 +168,8 @@ export class FeatureCache {
     const todo: Array<{ key: string; samples: Float32Array; resolve: (e: Entry) => void; reject: (e: unknown) => void }> = [];
     for (let i = 0; i < batch.length; i++) {
       const key = this.key(batch[i]!);
-      const mem = this.memory.get(key);
+      const mem = this.fromMemory(key);
       if (mem) {
-        this.memory.delete(key);
-        this.memory.set(key, mem);
-        this.stats.hits++;
-        this.stats.memoryHits++;
         pending[i] = mem;
         continue;
       }
@@ -184,11 +180,8 @@ export class FeatureCache {
         pending[i] = running;
         continue;
       }
-      const disk = this.readDisk(key);
+      const disk = this.fromDisk(key);
       if (disk) {
-        this.stats.hits++;
-        this.stats.diskHits++;
-        this.remember(key, disk);
         pending[i] = disk;
         continue;
       }
@@ -231,20 +224,29 @@ export class FeatureCache {
    */
   lookup(key: string): CachedStates | undefined {
     if (!this.enabled) return undefined;
-    let e = this.memory.get(key);
-    if (e) {
-      this.memory.delete(key);
-      this.memory.set(key, e);
-      this.stats.hits++;
-      this.stats.memoryHits++;
-    } else {
-      e = this.readDisk(key);
-      if (!e) return undefined;
-      this.stats.hits++;
-      this.stats.diskHits++;
-      this.remember(key, e);
-    }
-    return { states: e.layers.map(decode), frames: e.frames, dim: this.encoder.hiddenSize };
+    const e = this.fromMemory(key) ?? this.fromDisk(key);
+    return e && { states: e.layers.map(decode), frames: e.frames, dim: this.encoder.hiddenSize };
+  }
+
+  /** A memory hit (moved to the LRU's recent end, counted), or undefined. */
+  private fromMemory(key: string): Entry | undefined {
+    const e = this.memory.get(key);
+    if (!e) return undefined;
+    this.memory.delete(key);
+    this.memory.set(key, e);
+    this.stats.hits++;
+    this.stats.memoryHits++;
+    return e;
+  }
+
+  /** A disk hit (kept in memory, counted), or undefined. */
+  private fromDisk(key: string): Entry | undefined {
+    const e = this.readDisk(key);
+    if (!e) return undefined;
+    this.stats.hits++;
+    this.stats.diskHits++;
+    this.remember(key, e);
+    return e;
   }
 
   /** Drops the in-memory entries (disk entries stay). */

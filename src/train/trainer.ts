@@ -316,7 +316,7 @@ export async function train(
     const ckptEvery = c.checkpointEvery || stepsPerEpoch;
 
     const opt = new AdamW({ lr: c.lr, weightDecay: c.weightDecay });
-    let state: TrainState = { step: 0, epoch: 0, batchInEpoch: 0, rngState: [], epochRngState: [], bestUa: -1, bestStep: 0, badEvals: 0, history: [] };
+    let state: TrainState = { step: 0, epoch: 0, batchInEpoch: 0, bestUa: -1, bestStep: 0, badEvals: 0, history: [] };
     if (opts.resume) {
       const ck = loadCheckpoint(ckptRoot);
       if (!ck) log('resume: no checkpoint yet, starting from step 0');
