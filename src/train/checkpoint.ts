@@ -4,7 +4,9 @@
  *   <run>/checkpoints/step-00000120/
  *     params.safetensors      trainable parameters by name (mapper, LoRA or LLM)
  *     optimizer.safetensors   AdamW moments (m.<name>, v.<name>)
- *     state.json              step, epoch, position in the epoch, RNG state, AdamW step count, metrics history
+ *     state.json              step, epoch, position in the epoch, best validation UA, metrics history
+ *     (+ whatever the caller writes: the trainer makes each checkpoint a model folder, emosllm.json, mapper,
+ *      PEFT adapter..., so `emosllm eval --model <run>/checkpoints/step-...` works)
  *
  * A checkpoint folder is written under a temporary name and renamed into place, so a crash never leaves a
  * half-written checkpoint that --resume could pick up. Old checkpoints beyond keep-last-K are removed; the best
@@ -57,6 +59,8 @@ export function saveCheckpoint(
   moments: { m: Record<string, Float32Array>; v: Record<string, Float32Array> },
   state: TrainState,
   keepLast: number,
+  /** writes more files into the checkpoint folder before it is renamed into place (the trainer: a model folder) */
+  writeExtra?: (dir: string) => void,
 ): string {
   fs.mkdirSync(root, { recursive: true });
   const final = stepDir(root, state.step);
@@ -68,6 +72,7 @@ export function saveCheckpoint(
     for (const [k, v] of Object.entries(moments.m)) opt[`m.${k}`] = v;
     for (const [k, v] of Object.entries(moments.v)) opt[`v.${k}`] = v;
     writeTensors(path.join(tmp, 'optimizer.safetensors'), opt, shapes);
+    writeExtra?.(tmp);
     writeFileAtomic(path.join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);
     fs.rmSync(final, { recursive: true, force: true });
     fs.renameSync(tmp, final);

@@ -28,7 +28,16 @@ describe('training fbank + tiny LLM', () => {
     expect(logs.some((l) => /validation: speaker\(s\) \S+ held out/.test(l))).toBe(true);
     for (const f of ['emosllm.json', 'mapper.safetensors', 'llm_weights.safetensors', 'llm/config.json', 'llm/tokenizer.json', 'history.json', 'report.html', 'train_config.json'])
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
-    expect(fs.readdirSync(path.join(out, 'checkpoints')).length).toBeGreaterThan(0);
+    const ckpts = fs.readdirSync(path.join(out, 'checkpoints'));
+    expect(ckpts.length).toBeGreaterThan(0);
+    // a checkpoint is a model folder too
+    const ck = EmoSLLM.load(path.join(out, 'checkpoints', ckpts[ckpts.length - 1]));
+    try {
+      const [st0] = await ck.encode([await loadAudio16k(path.join(emodbDev().wavDir, '08a01Wa.wav'))]);
+      expect((await ck.scoreStates(st0)).probabilities).toHaveLength(7);
+    } finally {
+      await ck.release();
+    }
 
     const m = EmoSLLM.load(out);
     try {

@@ -15,7 +15,7 @@
  *
  * The run folder is also the trained model folder (emosllm.json + weights, see models/emosllm.ts):
  *   train_config.json  the resolved configuration (--resume reads it back)
- *   checkpoints/       step-NNNNNNNN/ (keep-last-K plus the best by validation UA)
+ *   checkpoints/       step-NNNNNNNN/ (keep-last-K plus the best by validation UA), each a model folder too
  *   history.json       per-step loss / lr / grad norm and per-evaluation validation figures
  *   report.html        training curves and the best validation evaluation
  */
@@ -339,7 +339,11 @@ export async function train(
 
     const example = (ref: ClipRef, states: Example['states']): Example => ({ id: ref.item.id, states, label: labels.indexOf(ref.item.label), transcript: ref.item.transcript });
     const validate = async (): Promise<EvalResult | undefined> => (validClips.length ? evaluateClips(model, cache, validClips) : undefined);
-    const checkpoint = () => saveCheckpoint(ckptRoot, model.params, model.shapes, { m: opt.state().expAvg, v: opt.state().expAvgSq }, state, c.keepLast);
+    // each checkpoint is also a model folder (emosllm.json, mapper, PEFT adapter or LLM weights)
+    const checkpoint = () =>
+      saveCheckpoint(ckptRoot, model.params, model.shapes, { m: opt.state().expAvg, v: opt.state().expAvgSq }, state, c.keepLast, (dir) =>
+        model.save(dir, { checkpoint_step: state.step }),
+      );
 
     let stoppedEarly = false;
     let lastValid: EvalResult | undefined;
