@@ -69,6 +69,20 @@ describe('training fbank + tiny LLM', () => {
   });
 });
 
+describe('a run that fails to start', () => {
+  it('leaves nothing to resume: the corrected command runs in the same --out without --resume', () => {
+    const out = path.join(tmp, 'failed-start');
+    const data = emodbSubset(path.join(tmp, 'subset-fs'), ['03', '08', '09'], 6);
+    const bad = spawnSync(process.execPath, [CLI, 'train', '--data', data, '--out', out, '--encoder', tmp], { encoding: 'utf8', env: cliEnv });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim().split('\n').filter((l) => l.startsWith('emosllm:'))).toEqual([`emosllm: error: ${tmp}: not a speech encoder folder (no config.json)`]);
+    expect(fs.existsSync(path.join(out, 'train_config.json'))).toBe(false);
+    const good = spawnSync(process.execPath, [CLI, 'train', '--data', data, '--out', out, '--steps', '1', '--valid-fraction', '0'], { encoding: 'utf8', env: cliEnv });
+    expect(good.status, good.stderr).toBe(0);
+    expect(fs.existsSync(path.join(out, 'emosllm.json'))).toBe(true);
+  });
+});
+
 describe('resume', () => {
   const data = emodbSubset(path.join(tmp, 'subset'), ['03', '08', '09', '10'], 12);
   const args = (out: string) => ['train', '--data', data, '--out', out, '--steps', '10', '--batch-size', '8', '--checkpoint-every', '2', '--eval-every', '5', '--seed', '3'];

@@ -262,12 +262,12 @@ export async function train(
   if (opts.resume) {
     c = readTrainConfig(out);
     log(`resume: ${out} (configuration from ${CONFIG_FILE})`);
-  } else if (fs.existsSync(path.join(out, CONFIG_FILE)) || fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
+  } else if (fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
+    // (a folder with only train_config.json is a run that stopped before its first checkpoint: nothing to lose)
     throw new UserError('already holds a training run: pass --resume to continue it, or choose another --out', out);
   }
   checkConfig(c);
   fs.mkdirSync(out, { recursive: true });
-  if (!opts.resume) writeFileAtomic(path.join(out, CONFIG_FILE), `${JSON.stringify(c, null, 2)}\n`);
 
   const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
 
@@ -291,6 +291,8 @@ export async function train(
     seed: c.seed,
   });
   try {
+    // written once the data, encoder and LLM have loaded: a run that fails to start leaves nothing to --resume
+    if (!opts.resume) writeFileAtomic(path.join(out, CONFIG_FILE), `${JSON.stringify(c, null, 2)}\n`);
     const cache = new FeatureCache(cacheRoot({ cacheDir: c.cacheDir }), model.encoder, { layers: model.spec.encoderLayers, onWarning: log });
     log(`features: ${model.encoder.id}, ${trainItems.length + validItems.length} clips`);
     const prepTrain = await prepareClips(cache, trainItems, { onProgress: opts.hooks?.onFeatures });
