@@ -20,9 +20,7 @@ import { Graph, type Value } from '../graph/ir.ts';
 import { add, concat, constant, dimOf, div, fill, int64s, maximum, mul, reduceMean, reshape, runtimeShape, slice, sqrt, squeeze, sub, unsqueeze } from '../graph/ops.ts';
 import { answerTensors, EmoSLLM, scoreLabels } from '../models/emosllm.ts';
 import { loadSpeechEncoder } from '../models/encoder.ts';
-import { resolveFbankOptions } from '../models/fbank.ts';
-import { buildFbankGraph } from '../models/fbank-graph.ts';
-import { stackFramesGraph } from '../models/frame-encoders.ts';
+import { fbankEncoderGraph, receptiveField } from '../models/frame-encoders.ts';
 import { LlamaModel } from '../models/llama.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
 import { buildQPMapper, qpmapperParamShapes } from '../models/qpmapper.ts';
@@ -62,14 +60,10 @@ function adaptedLlm(m: EmoSLLM, modelDir: string): LlamaModel {
 function encoderGraph(m: EmoSLLM, modelDir: string, audio: Value): Value[] {
   const g = audio.graph;
   const spec = m.spec.encoder;
-  if (spec.kind === 'fbank') {
-    const feats = buildFbankGraph(g, audio, resolveFbankOptions({ cmvn: true, ...spec.options }));
-    return [stackFramesGraph(feats, spec.stack)];
-  }
+  if (spec.kind === 'fbank') return [fbankEncoderGraph(audio, spec)];
   const enc = loadSpeechEncoder(path.resolve(modelDir, spec.path));
   // as HFFrameEncoder: zero-pad to one receptive field, then HF's zero-mean unit-variance normalisation
-  let min = 1;
-  for (let i = enc.config.convKernel.length - 1; i >= 0; i--) min = (min - 1) * enc.config.convStride[i] + enc.config.convKernel[i];
+  const min = receptiveField(enc.config);
   const S = squeeze(dimOf(audio, 1), [0]);
   const padLen = maximum(sub(constant(audio, [min], [], 'int64'), S), 0);
   const zeros = fill(concat([int64s(audio, [1]), unsqueeze(padLen, [0])], 0), [1, 'pad'], 0, 'float32');

@@ -22,7 +22,15 @@ import { concat, constant, dimOf, div, gather, int64s, maximum, mul, pad, range,
 /** How a model folder names its encoder (emosllm.json "encoder"). */
 export type EncoderSpec = { kind: 'fbank'; stack: number; options?: FbankOptions } | { kind: 'hf'; path: string };
 
-/** The fbank encoder on ONNX Runtime (fbank-graph.ts): CMVN'd 80-bin log-mel at 100 fps, one hidden state. */
+/**
+ * The fbank encoder's graph, from audio [1, S] to [1, frames, stack * bins]: the log-mel of fbank-graph.ts, then
+ * `stack` consecutive frames side by side. Training, predict and the export all run this one graph.
+ */
+export function fbankEncoderGraph(audio: Value, spec: { stack: number; options?: FbankOptions }): Value {
+  return stackFramesGraph(buildFbankGraph(audio.graph, audio, resolveFbankOptions({ cmvn: true, ...spec.options })), spec.stack);
+}
+
+/** The fbank encoder on ONNX Runtime (fbankEncoderGraph): one hidden state at 100 / stack frames per second. */
 export class FbankGraphEncoder implements FrameEncoder {
   readonly id: string;
   readonly numHiddenStates = 1;
@@ -31,21 +39,21 @@ export class FbankGraphEncoder implements FrameEncoder {
   private session?: Promise<CompiledGraph>;
 
   constructor(
-    readonly options: FbankOptions = {},
+    readonly spec: { stack: number; options?: FbankOptions },
     private readonly compileOptions: CompileOptions = {},
   ) {
-    const o = resolveFbankOptions({ cmvn: true, ...options });
-    this.hiddenSize = o.numMelBins;
-    this.frameRate = 1000 / o.frameShiftMs;
-    const canonical = JSON.stringify({ kind: 'fbank-graph', version: FBANK_IMPL_VERSION, options: Object.keys(o).sort().map((k) => [k, o[k as keyof typeof o]]) });
+    if (!Number.isInteger(spec.stack) || spec.stack < 1) throw new UserError(`frame stacking must be a positive integer, got ${spec.stack}`);
+    const o = resolveFbankOptions({ cmvn: true, ...spec.options });
+    this.hiddenSize = o.numMelBins * spec.stack;
+    this.frameRate = 1000 / o.frameShiftMs / spec.stack;
+    const canonical = JSON.stringify({ kind: 'fbank-graph', version: FBANK_IMPL_VERSION, stack: spec.stack, options: Object.keys(o).sort().map((k) => [k, o[k as keyof typeof o]]) });
     this.id = `fbank-graph-v${FBANK_IMPL_VERSION}-${crypto.createHash('sha256').update(canonical).digest('hex').slice(0, 16)}`;
   }
 
   private getSession(): Promise<CompiledGraph> {
     this.session ??= (() => {
       const g = new Graph();
-      const x = g.input('audio', 'float32', [1, 'samples']);
-      return compile({ fbank: buildFbankGraph(g, x, resolveFbankOptions({ cmvn: true, ...this.options })) }, { name: 'fbank', ...this.compileOptions });
+      return compile({ fbank: fbankEncoderGraph(g.input('audio', 'float32', [1, 'samples']), this.spec) }, { name: 'fbank', ...this.compileOptions });
     })();
     return this.session;
   }
@@ -66,10 +74,7 @@ export class FbankGraphEncoder implements FrameEncoder {
   }
 }
 
-/**
- * Frame stacking in a graph (for exported models), exactly StackedFrameEncoder's: [B, T, D] -> [B, max(1,
- * floor(T/k)), k*D], a clip shorter than k frames zero-padded.
- */
+/** Frame stacking: [B, T, D] -> [B, max(1, floor(T/k)), k*D]; a clip shorter than k frames is zero-padded. */
 export function stackFramesGraph(x: Value, k: number): Value {
   if (k === 1) return x;
   const D = x.shape[2] as number;
@@ -79,41 +84,6 @@ export function stackFramesGraph(x: Value, k: number): Value {
   const rows = gather(padded, range(constant(x, [0], [], 'int64'), kept, constant(x, [1], [], 'int64')), 1); // [B, kept, D]
   const shape = concat([dimOf(x, 0), unsqueeze(div(kept, k), [0]), int64s(x, [k * D])], 0);
   return reshapeTo(rows, shape, [x.shape[0], 'frames', k * D]);
-}
-
-/** Concatenates `k` consecutive frames of a one-state encoder: [T, D] -> [floor(T/k) (>= 1), k*D]. */
-export class StackedFrameEncoder implements FrameEncoder {
-  readonly id: string;
-  readonly numHiddenStates: number;
-  readonly hiddenSize: number;
-  readonly frameRate: number;
-
-  constructor(
-    readonly inner: FrameEncoder,
-    readonly k: number,
-  ) {
-    if (!Number.isInteger(k) || k < 1) throw new UserError(`frame stacking must be a positive integer, got ${k}`);
-    this.id = k === 1 ? inner.id : `${inner.id}-stack${k}`;
-    this.numHiddenStates = inner.numHiddenStates;
-    this.hiddenSize = inner.hiddenSize * k;
-    this.frameRate = inner.frameRate / k;
-  }
-
-  async encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>> {
-    const outs = await this.inner.encode(batch);
-    if (this.k === 1) return outs;
-    const d = this.inner.hiddenSize;
-    return outs.map((o) => {
-      const frames = Math.max(1, Math.floor(o.frames / this.k));
-      const states = o.states.map((s) => {
-        const out = new Float32Array(frames * this.k * d);
-        // frame t of the output = input frames t*k .. t*k+k-1 side by side (a clip shorter than k frames is zero-padded)
-        out.set(s.subarray(0, Math.min(s.length, out.length)));
-        return out;
-      });
-      return { states, frames };
-    });
-  }
 }
 
 /** A Hugging Face speech encoder run frozen in one ONNX Runtime session (clips encoded one at a time). */
@@ -158,20 +128,12 @@ export class HFFrameEncoder implements FrameEncoder {
     return this.session;
   }
 
-  /** Samples the encoder reads: the conv stack needs at least one receptive field (400 samples for the usual stack). */
-  private minSamples(): number {
-    let n = 1;
-    const { convKernel, convStride } = this.encoder.config;
-    for (let i = convKernel.length - 1; i >= 0; i--) n = (n - 1) * convStride[i] + convKernel[i];
-    return n;
-  }
-
   async encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>> {
     const s = await this.getSession();
     const out: Array<{ states: Float32Array[]; frames: number }> = [];
     for (const clip of batch) {
       let x = clip;
-      const min = this.minSamples();
+      const min = receptiveField(this.encoder.config);
       if (x.length < min) {
         x = new Float32Array(min);
         x.set(clip);
@@ -190,9 +152,16 @@ export class HFFrameEncoder implements FrameEncoder {
   }
 }
 
+/** Samples one output frame of a conv feature stack reads (400 for the usual wav2vec2 / HuBERT / WavLM stack). */
+export function receptiveField(cfg: { convKernel: number[]; convStride: number[] }): number {
+  let n = 1;
+  for (let i = cfg.convKernel.length - 1; i >= 0; i--) n = (n - 1) * cfg.convStride[i] + cfg.convKernel[i];
+  return n;
+}
+
 /** Opens the encoder a spec names; `baseDir` resolves a relative HF path (model folders store them relative). */
 export function openFrameEncoder(spec: EncoderSpec, baseDir = process.cwd(), opts: CompileOptions = {}): FrameEncoder {
-  if (spec.kind === 'fbank') return new StackedFrameEncoder(new FbankGraphEncoder(spec.options ?? {}, opts), spec.stack);
+  if (spec.kind === 'fbank') return new FbankGraphEncoder(spec, opts);
   const dir = path.resolve(baseDir, spec.path);
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UserError('not a speech encoder folder (no config.json)', dir);
   return HFFrameEncoder.open(dir, opts);
@@ -200,7 +169,6 @@ export function openFrameEncoder(spec: EncoderSpec, baseDir = process.cwd(), opt
 
 /** Releases an encoder's sessions, if it holds any. */
 export async function releaseFrameEncoder(enc: FrameEncoder): Promise<void> {
-  if (enc instanceof StackedFrameEncoder) return releaseFrameEncoder(enc.inner);
   const r = (enc as { release?: () => Promise<void> }).release;
   if (r) await r.call(enc);
 }
