@@ -12,13 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadAudio16k } from '../src/audio/decode.ts';
 import { loadDataset } from '../src/data/dataset.ts';
-import { Rng } from '../src/data/rng.ts';
+import { Rng } from '../src/util/rng.ts';
 import { predictSamples } from '../src/eval/predict.ts';
 import { EmoSLLM } from '../src/models/emosllm.ts';
 import { builtinLlama3TokenizerDir } from '../src/models/prompt.ts';
 import { writeTinyLlama } from '../src/models/tiny.ts';
-import { buildBatch } from '../src/train/batches.ts';
-import { FeatureCache } from '../src/train/feature-cache.ts';
+import { buildBatch } from '../src/models/processor.ts';
+import { FeatureCache } from '../src/features/cache.ts';
 import { llama1bCheckpoint, wavlmBasePlusCheckpoint } from './models.ts';
 import { log, median, round } from './util.ts';
 

@@ -3,7 +3,10 @@
  * MLP block via our autodiff. Reference (PyTorch 1.13, 2 threads, this machine): 128-199 GFLOP/s matmul,
  * 231-305 ms for the MLP step.
  */
-import { Graph, compile, grad, matmul, reduceSum, tensor } from '../src/graph/index.ts';
+import { grad } from '../src/graph/autodiff.ts';
+import { Graph } from '../src/graph/ir.ts';
+import { matmul, reduceSum } from '../src/graph/ops.ts';
+import { compile, tensor } from '../src/graph/runtime.ts';
 import { silu } from '../src/graph/nn.ts';
 import { log, median, randomArray, round, timeit } from './util.ts';
 

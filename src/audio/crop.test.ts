@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { centerCrop, randomCrop, slidingWindows } from './crop.ts';
 import { speechSegments } from './vad.ts';
 import { decodeAudioFile } from './decode.ts';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../util/rng.ts';
 import { emodbDev } from '../../test/fixtures-gen/paths.ts';
 
 const ramp = (n: number) => Float32Array.from({ length: n }, (_, i) => i + 1);

@@ -1,6 +1,6 @@
 /** Fixed-length crops and sliding windows over a mono waveform. */
 
-/** Anything with a uniform integer draw (src/data/rng.ts `Rng` satisfies it). */
+/** Anything with a uniform integer draw (src/util/rng.ts `Rng` satisfies it). */
 export interface IntRng {
   int(n: number): number;
 }

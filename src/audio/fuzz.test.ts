@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeAudioFile, shutdownDecoders } from './decode.ts';
 import { encodeWav } from './wav.ts';
 import { UserError } from '../util/errors.ts';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../util/rng.ts';
 import { emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { ffmpeg } from '../../test/fixtures-gen/tools.ts';
 

@@ -9,7 +9,7 @@ import type { Dataset } from '../data/types.ts';
 import { type SpeakerSplit, speakerSplit } from '../data/splits.ts';
 import type { Metrics } from '../eval/metrics.ts';
 import { type TrainConfig, defaultTrainConfig, train } from '../train/trainer.ts';
-import { runEval } from './eval.ts';
+import { runEval } from '../eval/run.ts';
 import { progress } from './progress.ts';
 
 export interface DemoOptions {
@@ -109,13 +109,20 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
     {
       name: 'evaluate',
       run: async () => {
-        const r = await runEval({
-          model: state.modelDir,
-          data: state.corpusDir,
-          out: path.join(out, 'eval'),
-          only: new Set(state.split!.test.map((i) => i.id)),
-          log,
-        });
+        const bar = progress('eval');
+        let r;
+        try {
+          r = await runEval({
+            model: state.modelDir,
+            data: state.corpusDir,
+            out: path.join(out, 'eval'),
+            only: new Set(state.split!.test.map((i) => i.id)),
+            log,
+            onProgress: (d, t) => bar.update(d, t),
+          });
+        } finally {
+          bar.stop();
+        }
         state.metrics = r.metrics;
         log('');
         log(`demo: test speakers ${state.split!.speakers.test.join(', ')}: UA ${(100 * r.metrics.ua).toFixed(1)}%, WA ${(100 * r.metrics.wa).toFixed(1)}%, macro-F1 ${(100 * r.metrics.macro_f1).toFixed(1)}% (chance UA ${(100 / r.metrics.labels.length).toFixed(1)}%)`);

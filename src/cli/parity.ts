@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatTable } from '../models/parity/compare.ts';
 import { runParity } from '../models/parity/index.ts';
+import { AdamW } from '../train/adamw.ts';
 
 export function registerParity(program: Command): void {
   program
@@ -10,7 +11,7 @@ export function registerParity(program: Command): void {
     .option('--only <folders>', 'comma-separated folder names to check')
     .option('--json', 'print rows as JSON lines instead of a table')
     .action(async (dir: string, opts: { only?: string; json?: boolean }) => {
-      const rows = await runParity(dir, { only: opts.only?.split(',').map((s) => s.trim()) });
+      const rows = await runParity(dir, { only: opts.only?.split(',').map((s) => s.trim()), optimizer: (hp) => new AdamW(hp) });
       if (opts.json) for (const r of rows) console.log(JSON.stringify(r));
       else console.log(formatTable(rows));
       const failed = rows.filter((r) => r.status === 'FAIL');

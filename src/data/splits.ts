@@ -4,7 +4,7 @@
  * the seeded shuffle, so input order does not matter.
  */
 import { UserError } from '../util/errors.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../util/rng.ts';
 import type { DatasetItem } from './types.ts';
 
 const sortStrings = (xs: Iterable<string>) => [...new Set(xs)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));

@@ -16,7 +16,7 @@ import { writeFileAtomic } from '../util/fs.ts';
 import { decodeWavFd, openForRead, readWavHeader, writeWav } from '../audio/wav.ts';
 import { resample } from '../audio/resample.ts';
 import { loadManifest, writeManifest, type ManifestRow } from './manifest.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../util/rng.ts';
 
 /** Bump when the rendering changes, so stale demo corpora are regenerated. */
 export const SYNTH_VERSION = 3;

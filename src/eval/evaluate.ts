@@ -4,8 +4,8 @@
  * confusion matrix (metrics.ts states the conventions).
  */
 import type { EmoSLLM } from '../models/emosllm.ts';
-import type { FeatureCache } from '../train/feature-cache.ts';
-import { type ClipRef, statesOf } from '../train/features.ts';
+import type { FeatureCache } from '../features/cache.ts';
+import { type ClipRef, statesOf } from '../features/clips.ts';
 import { type Metrics, computeMetrics } from './metrics.ts';
 
 export interface Prediction {

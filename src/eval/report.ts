@@ -541,3 +541,12 @@ export function renderReport(data: ReportData): string {
 export function writeReport(file: string, data: ReportData): void {
   writeFileAtomic(file, renderReport(data));
 }
+
+/** Report curves from a run's history. */
+export function historyCurves(history: Array<Record<string, number>>, name: string): Curve[] {
+  const pts = (k: string) => history.filter((h) => h[k] !== undefined).map((h) => ({ step: h.step, value: h[k] }));
+  const curves: Curve[] = [{ name, kind: 'train_loss', points: pts('loss') }];
+  const vu = pts('valid_ua');
+  if (vu.length) curves.push({ name, kind: 'valid_ua', points: vu }, { name, kind: 'valid_loss', points: pts('valid_loss') });
+  return curves;
+}

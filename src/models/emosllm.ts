@@ -27,14 +27,14 @@ import { maskedCrossEntropy } from '../graph/nn.ts';
 import { add, concat, dimOf, expand, gather, logSoftmax, mul, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
-import { Rng } from '../data/rng.ts';
-import { type Batch, type ClipStates, IGNORE_INDEX } from '../train/batches.ts';
+import { Rng } from '../util/rng.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { FrameEncoder } from './fbank.ts';
 import { type EncoderSpec, openFrameEncoder, releaseFrameEncoder } from './frame-encoders.ts';
 import { LlamaModel, causalLmLossAt } from './llama.ts';
 import { type LoraConfig, type LoraTensors, initLora, loadAdapter, loraInputs, saveAdapter, checkAdapter } from './lora.ts';
+import { type Batch, type ClipStates, IGNORE_INDEX, answerTensors } from './processor.ts';
 import { DEFAULT_PROMPT, PromptBuilder, type PromptConfig, TextTokenizer } from './prompt.ts';
 import {
   type QPMapperConfig,
@@ -396,7 +396,7 @@ export class EmoSLLM {
 
   /**
    * The training step graph. Inputs: parameters, hidden_states [L, B, T, D], frame_mask [B, T], text_ids [B, P],
-   * attention_mask [B, n_q + P], loss_positions / loss_targets [B, K] (see train/batches.ts). Outputs: the summed
+   * attention_mask [B, n_q + P], loss_positions / loss_targets [B, K] (see processor.ts). Outputs: the summed
    * answer-token loss `sum`, the number of scored tokens `count`, and `grad.<param>` = d sum / d param. Sums, not
    * means: accumulated over micro-batches and divided by the total count, the step equals one big batch.
    */
@@ -521,23 +521,6 @@ export class EmoSLLM {
 /** The selected hidden states of an encoder output. */
 export function selectLayers(o: { states: Float32Array[]; frames: number }, layers: number[], dim: number): ClipStates {
   return { states: layers.map((l) => o.states[l]), frames: o.frames, dim };
-}
-
-/** Candidate answers as the scoring graph's inputs (see buildScoreGraph). */
-export function answerTensors(answers: number[][]): Record<string, Tensor> {
-  const C = answers.length;
-  const A = Math.max(1, ...answers.map((a) => a.length - 1));
-  const first = new BigInt64Array(C);
-  const ids = new BigInt64Array(C * A);
-  const next = new BigInt64Array(C * A).fill(BigInt(IGNORE_INDEX));
-  answers.forEach((a, c) => {
-    first[c] = BigInt(a[0]);
-    for (let j = 0; j + 1 < a.length; j++) {
-      ids[c * A + j] = BigInt(a[j]);
-      next[c * A + j] = BigInt(a[j + 1]);
-    }
-  });
-  return { first_targets: tensor(first, [C]), answer_ids: tensor(ids, [C, A]), answer_next: tensor(next, [C, A]) };
 }
 
 /**

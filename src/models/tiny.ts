@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../util/rng.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { builtinLlama3TokenizerDir } from './prompt.ts';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsCheckpoint } from '../io/safetensors.ts';
+import { checkLoraGradFolder } from '../models/parity/llama.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -89,5 +90,15 @@ describe('clipGradNorm (torch.nn.utils.clip_grad_norm_)', () => {
     const g = [Float32Array.from([0.3, 0.4])];
     expect(clipGradNorm(g, 1)).toBeCloseTo(0.5, 6);
     expect(Array.from(g[0])).toEqual(Array.from(Float32Array.from([0.3, 0.4])));
+  });
+});
+
+describe('AdamW in the training-step parity check (llama_lora_grad)', () => {
+  it('both AdamW steps, their moments and the losses and gradients between them match torch', async () => {
+    const rows = await checkLoraGradFolder(GRAD_DIR, 'llama_lora_grad', { cacheDir: path.join(os.tmpdir(), 'emosllm-test-cache') }, (hp) => new AdamW(hp));
+    const bad = rows.filter((r) => r.status !== 'pass').map((r) => `${r.tensor}: ${r.status} max abs ${r.maxAbs} ${r.note ?? ''}`);
+    expect(bad).toEqual([]);
+    expect(rows.filter((r) => r.tensor.startsWith('adamw.')).length).toBe(48 + 1 + 16 + 16 + 1);
+    expect(rows.length).toBe(3 + 16 + 1 + 48 + 1 + 16 + 16 + 1);
   });
 });

@@ -7,8 +7,8 @@
  * Channel bands respect the layout of stacked fbank frames: with `channelGroup` = 80 (mel bins) a band of
  * bins is masked in every stacked sub-frame alike. For other encoders the group is the whole width.
  */
-import type { Rng } from '../data/rng.ts';
-import type { Batch } from './batches.ts';
+import type { Rng } from '../util/rng.ts';
+import type { Batch } from '../models/processor.ts';
 
 export interface AugmentOptions {
   /** channel bands per clip, and the widest band as a fraction of the group (default 2, 0.15) */

@@ -23,23 +23,25 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cacheRoot } from '../graph/runtime.ts';
 import { loadDataset } from '../data/dataset.ts';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../util/rng.ts';
 import { speakerSplit } from '../data/splits.ts';
 import type { DatasetItem } from '../data/types.ts';
 import { type EvalResult, evaluateClips } from '../eval/evaluate.ts';
-import { type Curve, writeReport } from '../eval/report.ts';
+import { historyCurves, writeReport } from '../eval/report.ts';
+import { FeatureCache } from '../features/cache.ts';
+import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
+import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, type LlmTrain, MODEL_FILE } from '../models/emosllm.ts';
 import type { EncoderSpec } from '../models/frame-encoders.ts';
+import { type Example, buildBatch } from '../models/processor.ts';
 import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
-import { type Example, buildBatch, bucketBatches, epochOrder } from './batches.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
-import { FeatureCache } from './feature-cache.ts';
-import { type ClipRef, prepareClips, statesOf } from './features.ts';
+import { bucketBatches, epochOrder } from './sampling.ts';
 import { learningRate } from './schedule.ts';
 
 export interface TrainConfig {
@@ -465,36 +467,4 @@ export async function train(
   } finally {
     await model.release();
   }
-}
-
-/** Per-(layer, channel) mean and std of the training clips' encoder states, in float64 (std floored at 1e-5). */
-export async function featureStats(cache: FeatureCache, clips: ClipRef[], layers: number, dim: number): Promise<{ mean: Float32Array; std: Float32Array }> {
-  const sum = new Float64Array(layers * dim);
-  const sq = new Float64Array(layers * dim);
-  let frames = 0;
-  for (let i = 0; i < clips.length; i += 32) {
-    for (const st of await statesOf(cache, clips.slice(i, i + 32))) {
-      frames += st.frames;
-      st.states.forEach((x, l) => {
-        for (let t = 0; t < st.frames; t++)
-          for (let d = 0; d < dim; d++) {
-            const v = x[t * dim + d];
-            sum[l * dim + d] += v;
-            sq[l * dim + d] += v * v;
-          }
-      });
-    }
-  }
-  const mean = Float32Array.from(sum, (s) => s / frames);
-  const std = Float32Array.from(sq, (q, k) => Math.max(1e-5, Math.sqrt(Math.max(0, q / frames - (sum[k] / frames) ** 2))));
-  return { mean, std };
-}
-
-/** Report curves from a run's history. */
-export function historyCurves(history: Array<Record<string, number>>, name: string): Curve[] {
-  const pts = (k: string) => history.filter((h) => h[k] !== undefined).map((h) => ({ step: h.step, value: h[k] }));
-  const curves: Curve[] = [{ name, kind: 'train_loss', points: pts('loss') }];
-  const vu = pts('valid_ua');
-  if (vu.length) curves.push({ name, kind: 'valid_ua', points: vu }, { name, kind: 'valid_loss', points: pts('valid_loss') });
-  return curves;
 }

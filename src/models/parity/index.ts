@@ -8,7 +8,7 @@ import path from 'node:path';
 import { UserError } from '../../util/errors.ts';
 import { type ParityRow, notCovered } from './compare.ts';
 import { checkEncoderFolder } from './encoders.ts';
-import { checkLlamaFolder, checkLoraFolder, checkLoraGradFolder } from './llama.ts';
+import { type ParityOptimizerFactory, checkLlamaFolder, checkLoraFolder, checkLoraGradFolder } from './llama.ts';
 import { checkQPMapperFolder } from './qpmapper.ts';
 
 export type FolderKind = 'encoder' | 'llama' | 'lora' | 'lora_grad' | 'qpmapper' | 'unknown';
@@ -32,7 +32,14 @@ export function folderKind(dir: string): FolderKind {
   return 'unknown';
 }
 
-export async function runParity(root: string, opts: { only?: string[]; log?: (row: ParityRow) => void } = {}): Promise<ParityRow[]> {
+export interface ParityOptions {
+  only?: string[];
+  log?: (row: ParityRow) => void;
+  /** the optimiser a training-step folder checks (train/ is above models/: the CLI passes AdamW) */
+  optimizer?: ParityOptimizerFactory;
+}
+
+export async function runParity(root: string, opts: ParityOptions = {}): Promise<ParityRow[]> {
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UserError('not a directory', root);
   const folders = fs
     .readdirSync(root)
@@ -55,7 +62,7 @@ export async function runParity(root: string, opts: { only?: string[]; log?: (ro
         out = await checkLoraFolder(dir, name);
         break;
       case 'lora_grad':
-        out = await checkLoraGradFolder(dir, name);
+        out = await checkLoraGradFolder(dir, name, {}, opts.optimizer);
         break;
       case 'qpmapper':
         out = await checkQPMapperFolder(dir, name);

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
 import { FbankEncoder, type FrameEncoder } from '../models/fbank.ts';
-import { FeatureCache } from './feature-cache.ts';
+import { FeatureCache } from './cache.ts';
 
 const dirs: string[] = [];
 function freshRoot(): string {

@@ -1,6 +1,8 @@
 /**
- * From cached encoder states to model batches.
+ * The model's input contract (its "processor", as in Hugging Face and Ultravox): what the training-step and
+ * label-scoring graphs of emosllm.ts read, built from clips' encoder states and the prompt.
  *
+ * Training batches:
  * A clip's encoder states (one [T, D] matrix per selected layer) are cropped in the frame domain (random
  * crops for training, centred or whole clips for evaluation), right-padded to the longest clip with a frame
  * mask, and paired with the token ids of the text that follows the audio tokens:
@@ -8,8 +10,9 @@
  * Training uses only the logits that predict answer tokens (HF's label shift: the logit at position t
  * predicts token t+1), so batches carry those positions and targets instead of a full label matrix.
  */
-import type { Rng } from '../data/rng.ts';
-import type { PromptBuilder } from '../models/prompt.ts';
+import { type Tensor, tensor } from '../graph/runtime.ts';
+import type { Rng } from '../util/rng.ts';
+import type { PromptBuilder } from './prompt.ts';
 
 export interface ClipStates {
   /** one [frames, dim] row-major matrix per selected encoder layer */
@@ -137,50 +140,19 @@ export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: Bat
   };
 }
 
-/**
- * One epoch's visiting order. With `balanceBy` (label per example), examples are drawn with replacement with
- * probability inversely proportional to their class size, so every class is seen equally often.
- */
-export function epochOrder(n: number, rng: Rng, balanceBy?: number[]): number[] {
-  if (!balanceBy) {
-    const order = Array.from({ length: n }, (_, i) => i);
-    rng.shuffle(order);
-    return order;
-  }
-  const counts = new Map<number, number>();
-  for (const c of balanceBy) counts.set(c, (counts.get(c) ?? 0) + 1);
-  const cum: number[] = [];
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    total += 1 / counts.get(balanceBy[i])!;
-    cum.push(total);
-  }
-  const out: number[] = [];
-  for (let k = 0; k < n; k++) {
-    const u = rng.next() * total;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cum[mid] > u) hi = mid;
-      else lo = mid + 1;
+/** Candidate answers as the label-scoring graph's inputs first_targets, answer_ids, answer_next (emosllm.ts). */
+export function answerTensors(answers: number[][]): Record<string, Tensor> {
+  const C = answers.length;
+  const A = Math.max(1, ...answers.map((a) => a.length - 1));
+  const first = new BigInt64Array(C);
+  const ids = new BigInt64Array(C * A);
+  const next = new BigInt64Array(C * A).fill(BigInt(IGNORE_INDEX));
+  answers.forEach((a, c) => {
+    first[c] = BigInt(a[0]);
+    for (let j = 0; j + 1 < a.length; j++) {
+      ids[c * A + j] = BigInt(a[j]);
+      next[c * A + j] = BigInt(a[j + 1]);
     }
-    out.push(lo);
-  }
-  return out;
-}
-
-/**
- * Length bucketing: within windows of `batchSize * bucketBatches` examples of the (already shuffled) order,
- * sort by length and cut batches, then shuffle the batches. Padding shrinks, randomness stays.
- */
-export function bucketBatches(order: number[], lengths: number[], batchSize: number, rng: Rng, bucketBatches = 8): number[][] {
-  const batches: number[][] = [];
-  const win = batchSize * bucketBatches;
-  for (let s = 0; s < order.length; s += win) {
-    const chunk = order.slice(s, s + win).sort((a, b) => lengths[a] - lengths[b]);
-    for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
-  }
-  rng.shuffle(batches);
-  return batches;
+  });
+  return { first_targets: tensor(first, [C]), answer_ids: tensor(ids, [C, A]), answer_next: tensor(next, [C, A]) };
 }

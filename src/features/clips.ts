@@ -6,8 +6,8 @@
 import { loadAudio16k } from '../audio/decode.ts';
 import type { DatasetItem } from '../data/types.ts';
 import { oneLine } from '../util/errors.ts';
-import type { ClipStates } from './batches.ts';
-import type { FeatureCache } from './feature-cache.ts';
+import type { ClipStates } from '../models/processor.ts';
+import type { FeatureCache } from './cache.ts';
 
 export interface ClipRef {
   item: DatasetItem;
