@@ -3,7 +3,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
-import { FbankEncoder, type FrameEncoder } from '../models/fbank.ts';
+import type { FrameEncoder } from '../models/encoder.ts';
+import { FbankEncoder } from '../models/fbank.ts';
 import { FeatureCache } from './cache.ts';
 
 const dirs: string[] = [];

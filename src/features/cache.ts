@@ -29,7 +29,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { type FrameEncoder } from '../models/fbank.ts';
+import type { FrameEncoder } from '../models/encoder.ts';
 import { SafetensorsFile, type TensorInput, f16ToF32, f32ToF16, writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
 

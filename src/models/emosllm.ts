@@ -30,7 +30,7 @@ import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
 import { Rng } from '../util/rng.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import type { FrameEncoder } from './fbank.ts';
+import type { FrameEncoder } from './encoder.ts';
 import { type EncoderSpec, openFrameEncoder, releaseFrameEncoder } from './frame-encoders.ts';
 import { LlamaModel, causalLmLossAt } from './llama.ts';
 import { type LoraConfig, type LoraTensors, initLora, loadAdapter, loraInputs, saveAdapter, checkAdapter } from './lora.ts';

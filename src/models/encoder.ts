@@ -27,6 +27,26 @@ import { Weights } from './weights.ts';
 
 export type { SpeechEncoderBuildOptions, SpeechEncoderConfig, SpeechEncoderOutputs, SpeechModelType } from './wav2vec2.ts';
 
+/**
+ * What every frame encoder exposes (frame-encoders.ts: the fbank graph and Hugging Face encoders); the feature
+ * cache, batches and the model see only this.
+ */
+export interface FrameEncoder {
+  /** Stable identity for caching: a hash of everything that determines the output (config, weights, code version). */
+  readonly id: string;
+  /** How many hidden states `encode` returns per clip (e.g. 13 for wav2vec2-base: CNN output + 12 layers). */
+  readonly numHiddenStates: number;
+  /** Width D of each hidden state. */
+  readonly hiddenSize: number;
+  /** Frames per second of audio (100 / stack for fbank, 50 for wav2vec2-style encoders). */
+  readonly frameRate: number;
+  /**
+   * Encodes 16 kHz mono float clips. Returns, per clip, `numHiddenStates` row-major [frames, hiddenSize] arrays.
+   * A clip's result must not depend on the other clips in the batch (the feature cache relies on it).
+   */
+  encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>>;
+}
+
 export interface SpeechEncoder {
   /** The model folder. */
   readonly dir: string;

@@ -32,23 +32,7 @@
  */
 import crypto from 'node:crypto';
 import { UserError } from '../util/errors.ts';
-
-/** What a speech encoder exposes for feature extraction (the fbank encoder implements it; so should the HF ones). */
-export interface FrameEncoder {
-  /** Stable identity for caching: a hash of everything that determines the output (config, weights, code version). */
-  readonly id: string;
-  /** How many hidden states `encode` returns per clip (e.g. 13 for wav2vec2-base: CNN output + 12 layers). */
-  readonly numHiddenStates: number;
-  /** Width D of each hidden state. */
-  readonly hiddenSize: number;
-  /** Frames per second of audio (100 for fbank, 50 for wav2vec2-style encoders). */
-  readonly frameRate: number;
-  /**
-   * Encodes 16 kHz mono float clips. Returns, per clip, `numHiddenStates` row-major [frames, hiddenSize] arrays.
-   * A clip's result must not depend on the other clips in the batch (the feature cache relies on it).
-   */
-  encode(batch: Float32Array[]): Promise<Array<{ states: Float32Array[]; frames: number }>>;
-}
+import type { FrameEncoder } from './encoder.ts';
 
 export type FbankWindow = 'povey' | 'hanning' | 'hamming' | 'rectangular' | 'blackman';
 

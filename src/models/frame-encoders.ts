@@ -1,7 +1,7 @@
 /**
  * The first stage of EmoSLLM, as a swappable piece: a frozen speech encoder that turns a 16 kHz clip into
  * hidden states ([frames, dim] per layer). Everything downstream (feature cache, batches, QPMapper) only sees
- * the FrameEncoder interface (src/models/fbank.ts), so encoders are interchangeable:
+ * the FrameEncoder interface (src/models/encoder.ts), so encoders are interchangeable:
  *   - `fbank`: the built-in weight-free log-mel filterbank, with `stack` consecutive frames concatenated
  *     (100 fps -> 100/stack fps): fewer, wider frames for the mapper, which is what makes CPU training fast;
  *   - a Hugging Face wav2vec2 / HuBERT / WavLM folder: run frozen in an ONNX Runtime session, every hidden
@@ -14,8 +14,8 @@ import { normalizeWaveform } from '../audio/normalize.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { type CompileOptions, type CompiledGraph, compile, tensor } from '../graph/runtime.ts';
 import { UserError } from '../util/errors.ts';
-import { loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
-import { type FbankOptions, type FrameEncoder, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
+import { type FrameEncoder, loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
+import { type FbankOptions, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
 import { buildFbankGraph } from './fbank-graph.ts';
 import { concat, constant, dimOf, div, gather, int64s, maximum, mul, pad, range, reshapeTo, squeeze, unsqueeze } from '../graph/ops.ts';
 
@@ -24,10 +24,11 @@ export type EncoderSpec = { kind: 'fbank'; stack: number; options?: FbankOptions
 
 /**
  * The fbank encoder's graph, from audio [1, S] to [1, frames, stack * bins]: the log-mel of fbank-graph.ts, then
- * `stack` consecutive frames side by side. Training, predict and the export all run this one graph.
+ * `stack` consecutive frames side by side. Training, predict and the export all run this one graph. Options
+ * absent from the spec take FBANK_DEFAULTS (no CMVN, as the training config's default).
  */
 export function fbankEncoderGraph(audio: Value, spec: { stack: number; options?: FbankOptions }): Value {
-  return stackFramesGraph(buildFbankGraph(audio.graph, audio, resolveFbankOptions({ cmvn: true, ...spec.options })), spec.stack);
+  return stackFramesGraph(buildFbankGraph(audio.graph, audio, resolveFbankOptions(spec.options)), spec.stack);
 }
 
 /** The fbank encoder on ONNX Runtime (fbankEncoderGraph): one hidden state at 100 / stack frames per second. */
@@ -43,7 +44,7 @@ export class FbankGraphEncoder implements FrameEncoder {
     private readonly compileOptions: CompileOptions = {},
   ) {
     if (!Number.isInteger(spec.stack) || spec.stack < 1) throw new UserError(`frame stacking must be a positive integer, got ${spec.stack}`);
-    const o = resolveFbankOptions({ cmvn: true, ...spec.options });
+    const o = resolveFbankOptions(spec.options);
     this.hiddenSize = o.numMelBins * spec.stack;
     this.frameRate = 1000 / o.frameShiftMs / spec.stack;
     const canonical = JSON.stringify({ kind: 'fbank-graph', version: FBANK_IMPL_VERSION, stack: spec.stack, options: Object.keys(o).sort().map((k) => [k, o[k as keyof typeof o]]) });

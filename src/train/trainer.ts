@@ -167,15 +167,29 @@ export interface TrainResult {
 
 const CONFIG_FILE = 'train_config.json';
 
-/** Reads the run's saved configuration (for --resume). */
+/**
+ * Reads the run's saved configuration (for --resume). A field the file lacks (written before the field
+ * existed) takes today's default, the same one a new run gets; a bad field is a one-line error naming the file.
+ */
 export function readTrainConfig(out: string): TrainConfig {
   const file = path.join(out, CONFIG_FILE);
   if (!fs.existsSync(file)) throw new UserError(`no ${CONFIG_FILE}: nothing to resume here`, out);
+  let saved: unknown;
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
+    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new UserError(`not valid JSON: ${(e as Error).message}`, file);
   }
+  if (typeof saved !== 'object' || saved === null || Array.isArray(saved)) throw new UserError('expected a JSON object', file);
+  const o = saved as Partial<TrainConfig>;
+  if (typeof o.data !== 'string') throw new UserError('"data" must be a corpus path', file);
+  const c = defaultTrainConfig({ ...o, data: o.data });
+  try {
+    checkConfig(c);
+  } catch (e) {
+    throw e instanceof UserError ? new UserError(e.message, file) : e;
+  }
+  return c;
 }
 
 function checkConfig(c: TrainConfig): void {
@@ -230,7 +244,7 @@ async function loadSplits(
 }
 
 function encoderSpec(c: TrainConfig): EncoderSpec {
-  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn ?? true } } : { kind: 'hf', path: path.resolve(c.encoder) };
+  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(c.encoder) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -304,7 +318,7 @@ export async function train(
     const validClips = prepValid.clips;
     if (trainClips.length === 0) throw new UserError('no training clip could be read', c.data);
     log(`features: ${cache.stats.hits} cached, ${cache.stats.misses} computed`);
-    if (c.featureNorm ?? true) {
+    if (c.featureNorm) {
       const { mean, std } = await featureStats(cache, trainClips, model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
       model.setFeatureNorm(mean, std);
     }
