@@ -38,7 +38,7 @@ async function trainThroughput(m: EmoSLLM, cache: FeatureCache, data: Awaited<Re
   const times: number[] = [];
   for (let s = 0; s < steps + 1; s++) {
     const part = Array.from({ length: batch }, (_, k) => ex[(s * batch + k) % ex.length]);
-    const b = buildBatch(part, m.prompt(), { crop: { kind: 'random', frames: Math.round(3 * m.frameRate), rng: new Rng(s) }, nQueries: m.mapperConfig.nQueries, withAnswers: true });
+    const b = buildBatch(part, m.prompt(), { crop: { frames: Math.round(3 * m.frameRate), rng: new Rng(s) }, nQueries: m.mapperConfig.nQueries });
     const t0 = performance.now();
     await m.trainStep(b);
     if (s > 0) times.push(performance.now() - t0); // step 0 compiles the session

@@ -3,8 +3,8 @@
  * label-scoring graphs of emosllm.ts read, built from clips' encoder states and the prompt.
  *
  * Training batches:
- * A clip's encoder states (one [T, D] matrix per selected layer) are cropped in the frame domain (random
- * crops for training, centred or whole clips for evaluation), right-padded to the longest clip with a frame
+ * A clip's encoder states (one [T, D] matrix per selected layer) are randomly cropped in the frame domain,
+ * right-padded to the longest clip with a frame
  * mask, and paired with the token ids of the text that follows the audio tokens:
  *   [n_q audio tokens | prompt (+ transcript) | answer]
  * Training uses only the logits that predict answer tokens (HF's label shift: the logit at position t
@@ -24,18 +24,18 @@ export interface ClipStates {
 export interface Example {
   id: string;
   states: ClipStates;
-  /** index into the label set (training and evaluation) */
-  label?: number;
+  /** index into the label set */
+  label: number;
   transcript?: string;
 }
 
-export type Crop =
-  | { kind: 'random'; frames: number; rng: Rng }
-  | { kind: 'center'; frames: number }
-  | { kind: 'whole'; maxFrames: number };
+/** Training crops: a random window of `frames` frames (the whole clip when it is shorter). */
+export interface Crop {
+  frames: number;
+  rng: Rng;
+}
 
 export interface Batch {
-  ids: string[];
   size: number;
   frames: number;
   layers: number;
@@ -44,7 +44,7 @@ export interface Batch {
   hiddenStates: Float32Array;
   /** [B, T] 1 = valid frame */
   frameMask: BigInt64Array;
-  /** [B, P] prompt ids, followed by the answer ids when `withAnswers`; right-padded with `padId` */
+  /** [B, P] prompt ids followed by the answer ids, right-padded with `padId` */
   textIds: BigInt64Array;
   textLen: number;
   /** [B, nQ + P] */
@@ -54,32 +54,25 @@ export interface Batch {
   /** [B, K] the answer token ids, -100 where a row's answer is shorter */
   lossTargets: BigInt64Array;
   answerLen: number;
-  /** [B] label indices (-1 if unknown) */
-  labels: number[];
-  /** [B] prompt length of each row (without answer), for scoring */
-  promptLens: number[];
 }
 
 export const IGNORE_INDEX = -100;
 
 /** The frame window a crop keeps: [start, start + length). */
 export function cropWindow(frames: number, crop: Crop): { start: number; length: number } {
-  if (crop.kind === 'whole') return { start: 0, length: Math.min(frames, crop.maxFrames) };
   if (frames <= crop.frames) return { start: 0, length: frames };
-  const start = crop.kind === 'random' ? crop.rng.int(frames - crop.frames + 1) : Math.floor((frames - crop.frames) / 2);
-  return { start, length: crop.frames };
+  return { start: crop.rng.int(frames - crop.frames + 1), length: crop.frames };
 }
 
 export interface BatchOptions {
   crop: Crop;
   nQueries: number;
-  withAnswers: boolean;
   padId?: number;
 }
 
 export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: BatchOptions): Batch {
   if (examples.length === 0) throw new Error('buildBatch: no examples');
-  const { nQueries, withAnswers } = opts;
+  const { nQueries } = opts;
   const padId = opts.padId ?? 0;
   const layers = examples[0].states.states.length;
   const dim = examples[0].states.dim;
@@ -102,8 +95,11 @@ export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: Bat
   });
 
   const promptIds = examples.map((e) => prompt.promptIds(e.transcript));
-  const answers = examples.map((e) => (withAnswers && e.label !== undefined && e.label >= 0 ? prompt.answerIds[e.label] : []));
-  if (withAnswers && answers.some((a) => a.length === 0)) throw new Error('buildBatch: training examples need labels');
+  const answers = examples.map((e) => {
+    const a = prompt.answerIds[e.label];
+    if (!a) throw new Error(`buildBatch: clip ${e.id} has label index ${e.label}, outside the prompt's ${prompt.labels.length} labels`);
+    return a;
+  });
   const rows = promptIds.map((p, b) => [...p, ...answers[b]]);
   const P = Math.max(...rows.map((r) => r.length));
   const K = Math.max(1, ...answers.map((a) => a.length));
@@ -122,7 +118,6 @@ export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: Bat
     });
   });
   return {
-    ids: examples.map((e) => e.id),
     size: B,
     frames: T,
     layers,
@@ -135,8 +130,6 @@ export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: Bat
     lossPositions,
     lossTargets,
     answerLen: K,
-    labels: examples.map((e) => e.label ?? -1),
-    promptLens: promptIds.map((p) => p.length),
   };
 }
 

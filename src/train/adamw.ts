@@ -12,8 +12,6 @@
  * `add_(g, alpha)` is a fused multiply-add in torch's vectorised CPU kernel; here it is m + alpha*g
  * evaluated in float64 and rounded once (equal to the FMA except in rare double-rounding cases).
  */
-import { type TensorInput, SafetensorsCheckpoint, writeSafetensors } from '../io/safetensors.ts';
-import { UserError } from '../util/errors.ts';
 
 const f32 = Math.fround;
 
@@ -104,44 +102,6 @@ export class AdamW {
       expAvg: Object.fromEntries(Object.entries(s.expAvg).map(([k, a]) => [k, Float32Array.from(a)])),
       expAvgSq: Object.fromEntries(Object.entries(s.expAvgSq).map(([k, a]) => [k, Float32Array.from(a)])),
     };
-  }
-
-  /** Writes the state to a safetensors file (exp_avg.<name>, exp_avg_sq.<name>; steps and hyperparameters in metadata). */
-  save(file: string, shapes?: Record<string, number[]>): void {
-    const tensors: Record<string, TensorInput> = {};
-    for (const [k, a] of Object.entries(this.st.expAvg)) {
-      const shape = shapes?.[k] ?? [a.length];
-      tensors[`exp_avg.${k}`] = { dtype: 'F32', shape, data: a };
-      tensors[`exp_avg_sq.${k}`] = { dtype: 'F32', shape, data: this.st.expAvgSq[k] };
-    }
-    const hyper = { lr: this.lr, betas: [this.beta1, this.beta2], eps: this.eps, weight_decay: this.weightDecay };
-    writeSafetensors(file, tensors, { optimizer: 'AdamW', steps: JSON.stringify(this.st.step), hyperparameters: JSON.stringify(hyper) });
-  }
-
-  /** Reads a state written by save() into this optimiser (hyperparameters come from the constructor). */
-  load(file: string): void {
-    const ck = SafetensorsCheckpoint.open(file);
-    try {
-      let steps: Record<string, number>;
-      try {
-        steps = JSON.parse(ck.metadata.steps ?? '');
-      } catch {
-        throw new UserError('not an AdamW state file (no "steps" metadata)', file);
-      }
-      const s: AdamWState = { step: steps, expAvg: {}, expAvgSq: {} };
-      for (const k of Object.keys(steps)) {
-        for (const [prefix, dst] of [
-          ['exp_avg.', s.expAvg],
-          ['exp_avg_sq.', s.expAvgSq],
-        ] as const) {
-          if (!ck.has(prefix + k)) throw new UserError(`missing tensor "${prefix + k}"`, file);
-          dst[k] = ck.readF32(prefix + k);
-        }
-      }
-      this.loadState(s);
-    } finally {
-      ck.close();
-    }
   }
 }
 

@@ -381,9 +381,9 @@ export async function train(
           const batch = buildBatch(
             refs.map((r, k) => example(r, states[k])),
             model.prompt(),
-            { crop: { kind: 'random', frames: cropFrames, rng }, nQueries: model.mapperConfig.nQueries, withAnswers: true },
+            { crop: { frames: cropFrames, rng }, nQueries: model.mapperConfig.nQueries },
           );
-          if (c.augment ?? true) specAugment(batch, rng, { ...DEFAULT_AUGMENT, channelGroup });
+          if (c.augment) specAugment(batch, rng, { ...DEFAULT_AUGMENT, channelGroup });
           const r = await model.trainStep(batch);
           lossSum += r.sum;
           count += r.count;
