@@ -29,6 +29,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import type { FrameEncoder } from '../models/encoder.ts';
 import { SafetensorsFile, type TensorInput, f16ToF32, f32ToF16, writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
@@ -112,8 +113,8 @@ export class FeatureCache {
   readonly memoryBytes: number;
   readonly stats: FeatureCacheStats = { hits: 0, misses: 0, memoryHits: 0, diskHits: 0, sharedHits: 0, corrupt: 0, writeErrors: 0 };
 
-  private readonly memory = new Map<string, Entry>();
-  private memoryUsed = 0;
+  /** undefined with memoryBytes 0 */
+  private readonly memory?: LRUCache<string, Entry>;
   private readonly inflight = new Map<string, Promise<Entry>>();
   private readonly keyPrefix: string;
   private readonly layersMeta: string;
@@ -136,6 +137,7 @@ export class FeatureCache {
     this.layers = Object.freeze(layers);
     this.enabled = opts.enabled ?? true;
     this.memoryBytes = opts.memoryBytes ?? DEFAULT_FEATURE_MEMORY_BYTES;
+    if (this.memoryBytes > 0) this.memory = new LRUCache({ maxSize: this.memoryBytes, sizeCalculation: (e) => Math.max(1, e.bytes) });
     this.onWarning = opts.onWarning ?? ((m) => process.emitWarning(m, 'FeatureCacheWarning'));
     this.layersMeta = JSON.stringify(layers);
     this.keyPrefix = `${FEATURE_CACHE_FORMAT}\n${JSON.stringify({ encoder: encoder.id, layers })}\n`;
@@ -230,10 +232,8 @@ export class FeatureCache {
 
   /** A memory hit (moved to the LRU's recent end, counted), or undefined. */
   private fromMemory(key: string): Entry | undefined {
-    const e = this.memory.get(key);
+    const e = this.memory?.get(key);
     if (!e) return undefined;
-    this.memory.delete(key);
-    this.memory.set(key, e);
     this.stats.hits++;
     this.stats.memoryHits++;
     return e;
@@ -251,8 +251,7 @@ export class FeatureCache {
 
   /** Drops the in-memory entries (disk entries stay). */
   clearMemory(): void {
-    this.memory.clear();
-    this.memoryUsed = 0;
+    this.memory?.clear();
   }
 
   private async encodeDirect(batch: Float32Array[]): Promise<CachedStates[]> {
@@ -300,19 +299,7 @@ export class FeatureCache {
   }
 
   private remember(key: string, e: Entry): void {
-    if (e.bytes > this.memoryBytes) return;
-    const old = this.memory.get(key);
-    if (old) {
-      this.memory.delete(key);
-      this.memoryUsed -= old.bytes;
-    }
-    this.memory.set(key, e);
-    this.memoryUsed += e.bytes;
-    while (this.memoryUsed > this.memoryBytes) {
-      const [k, v] = this.memory.entries().next().value as [string, Entry];
-      this.memory.delete(k);
-      this.memoryUsed -= v.bytes;
-    }
+    if (e.bytes <= this.memoryBytes) this.memory?.set(key, e);
   }
 
   private writeDisk(key: string, e: Entry): void {

@@ -21,6 +21,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { grad } from '../graph/autodiff.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { maskedCrossEntropy } from '../graph/nn.ts';
@@ -131,7 +132,8 @@ export class EmoSLLM {
   private scoreSession?: Promise<CompiledGraph>;
   /** per-channel statistics of the training data's encoder states, [L * D] each (see setFeatureNorm) */
   featureNorm?: { mean: Float32Array; std: Float32Array };
-  private prompts = new Map<string, PromptBuilder>();
+  /** bounded: a server's clients may send any number of label sets */
+  private readonly prompts = new LRUCache<string, PromptBuilder>({ max: 64 });
   readonly shapes: Record<string, number[]> = {};
 
   private constructor(
@@ -327,11 +329,10 @@ export class EmoSLLM {
   prompt(labels: string[] = this.spec.labels): PromptBuilder {
     const key = JSON.stringify(labels);
     let p = this.prompts.get(key);
-    if (p) this.prompts.delete(key); // re-inserted below: most recently used last
-    else p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt);
-    this.prompts.set(key, p);
-    // bounded: a server's clients may send any number of label sets
-    while (this.prompts.size > 64) this.prompts.delete(this.prompts.keys().next().value!);
+    if (!p) {
+      p = new PromptBuilder(this.tokenizer, labels, this.spec.prompt);
+      this.prompts.set(key, p);
+    }
     return p;
   }
 

@@ -19,10 +19,7 @@
  *  - Generation uses one session for the prompt (past length 0) and the decode steps: one copy of the weights.
  *  - Training on answers only: causalLmTargets + logitsFor run the lm_head at the scored positions only.
  *
- * Measured on this 2-core machine, Llama-3.2-1B shapes, F32, 128 tokens (scratch/llama-bench.ts; PyTorch
- * 1.13 reference 3474 ms forward, 7208 ms LoRA fwd+bwd, 6.0 GB): forward ~1.8 s (either mode, 6.1 GB peak);
- * LoRA r=8 q,v fwd+bwd ~3.5 s prepacked (11.6 GB peak) or ~4.0 s shared (7.1 GB peak, 4.9 GB of it the
- * memory-mapped checkpoint).
+ * Speed and memory of both layouts on Llama-3.2-1B shapes: `npm run bench -- models` (README "Measured here").
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -17,8 +17,8 @@
  *
  * Clips longer than t_max frames: they are an ERROR, not silently cropped. `pos_emb` has n_q + t_max rows, so
  * a clip with T > t_max frames has no position embedding for its last frames. `checkFrameCount` reports this
- * with a clear message and should be called before feeding a batch (the data pipeline crops clips to 3 s,
- * i.e. ~150 frames, far below the default t_max of 1500 frames = 30 s at 50 Hz). If it is skipped, ONNX
+ * with a clear message and should be called before feeding a batch (training crops clips to 3 s, far below
+ * t_max, which EmoSLLM sets to 30 s at its encoder's frame rate). If it is skipped, ONNX
  * Runtime fails in the Gather node named `qpmapper.frame_pos_emb` (index out of bounds).
  *
  * Padded frames: their hidden states are replaced by 0 before anything else (so even NaN/inf garbage there
