@@ -5,9 +5,9 @@
  * summation in float32 and rounds every intermediate to float32. We reproduce that arithmetic exactly (Math.fround
  * at each step, same pairwise split), so our input_values match the reference bit for bit instead of "close".
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
+import { readJsonObject } from '../util/fs.ts';
 
 const f32 = Math.fround;
 
@@ -88,21 +88,7 @@ export const PREPROCESSOR_DEFAULTS: PreprocessorConfig = {
 /** Read `preprocessor_config.json` from a model folder (or the file itself). */
 export function readPreprocessorConfig(dirOrFile: string): PreprocessorConfig {
   const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'preprocessor_config.json');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(code === 'ENOENT' ? 'file not found' : `cannot read: ${code}`, file);
-  }
-  let j: unknown;
-  try {
-    j = JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`invalid JSON: ${(e as Error).message.split('\n')[0]}`, file);
-  }
-  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new UserError('expected a JSON object', file);
-  const o = j as Record<string, unknown>;
+  const o = readJsonObject(file);
   const type = o.feature_extractor_type;
   if (type !== undefined && type !== 'Wav2Vec2FeatureExtractor') {
     throw new UserError(`feature_extractor_type ${JSON.stringify(type)} is not supported (expected Wav2Vec2FeatureExtractor)`, file);

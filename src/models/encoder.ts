@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Graph, type Value } from '../graph/ir.ts';
 import { PREPROCESSOR_DEFAULTS, type PreprocessorConfig, readPreprocessorConfig } from '../audio/normalize.ts';
 import { UserError } from '../util/errors.ts';
+import { readJsonObject } from '../util/fs.ts';
 import {
   type EncoderWeights,
   type SpeechEncoderBuildOptions,
@@ -190,25 +191,10 @@ export function parseSpeechEncoderConfig(raw: unknown, file: string): SpeechEnco
   };
 }
 
-function readJson(file: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(code === 'ENOENT' ? 'file not found' : `cannot read: ${code}`, file);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`invalid JSON: ${(e as Error).message.split('\n')[0]}`, file);
-  }
-}
-
 /** Opens a wav2vec2 / HuBERT / WavLM folder; checks config and every weight it needs. */
 export function loadSpeechEncoder(dir: string): SpeechEncoder {
   const cfgFile = path.join(dir, 'config.json');
-  const config = parseSpeechEncoderConfig(readJson(cfgFile), cfgFile);
+  const config = parseSpeechEncoderConfig(readJsonObject(cfgFile), cfgFile);
   const preFile = path.join(dir, 'preprocessor_config.json');
   const preprocessor = fs.existsSync(preFile)
     ? { ...readPreprocessorConfig(preFile), source: 'file' as const }
