@@ -46,10 +46,18 @@ function fileIdentity(file: string): string {
   return sha(`${path.resolve(file)}:${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`);
 }
 
+/**
+ * Emits one graph node as other ONNX nodes (its inputs and outputs keep their names; constants go into
+ * `initializers`), or returns undefined to emit it as itself.
+ */
+export type NodeLowering = (node: Node, inputs: string[], outputs: string[], initializers: InstanceType<typeof onnx.TensorProto>[]) => InstanceType<typeof onnx.NodeProto>[] | undefined;
+
 export interface EmitOptions {
   /** How checkpoint regions reach the model folder: hard link (default) or a copy of just their bytes. */
   regionMode?: 'link' | 'copy';
   graphName?: string;
+  /** a lowering tried on every node (the gradient checks lower float64 Erf, which ONNX Runtime lacks) */
+  lower?: NodeLowering;
 }
 
 export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}): EmittedModel {
@@ -150,8 +158,9 @@ export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}
   for (const node of nodes) {
     const ins = node.inputs.map(valueName);
     const outs = node.outputs.map(valueName);
-    if (node.op === 'Erf' && node.inputs[0].dtype === 'float64') {
-      onnxNodes.push(...erfFloat64(node, ins[0], outs[0], initializers));
+    const lowered = opts.lower?.(node, ins, outs, initializers);
+    if (lowered) {
+      onnxNodes.push(...lowered);
       continue;
     }
     onnxNodes.push(onnx.NodeProto.create({ name: node.name, opType: node.op, input: ins, output: outs, attribute: attributes(node) }));
@@ -232,7 +241,7 @@ function attributes(node: Node) {
   return out;
 }
 
-function scalarBytes(dt: DType, v: number): Uint8Array {
+export function scalarBytes(dt: DType, v: number): Uint8Array {
   const buf = new ArrayBuffer(dtypeSize(dt));
   const view = new DataView(buf);
   switch (dt) {
@@ -252,52 +261,6 @@ function scalarBytes(dt: DType, v: number): Uint8Array {
       view.setUint8(0, v);
   }
   return new Uint8Array(buf);
-}
-
-/**
- * ONNX Runtime's CPU Erf has no float64 kernel, and float64 runs only serve the gradient checks, which need
- * full precision. So in float64, erf is the Maclaurin series (|x| <= 3.5; terms to n = 60 reach double
- * precision there) and 1 - erfc beyond, with the Numerical Recipes erfc (relative error 1.2e-7 of a value
- * below 7.5e-7, so absolute error < 1e-13).
- */
-function erfFloat64(node: Node, x: string, y: string, inits: InstanceType<typeof onnx.TensorProto>[]) {
-  const p = node.name;
-  const out: InstanceType<typeof onnx.NodeProto>[] = [];
-  let k = 0;
-  const c = (v: number) => {
-    const name = `${p}/c${k++}`;
-    inits.push(onnx.TensorProto.create({ name, dataType: onnxDtypeCode('float64'), dims: [], rawData: scalarBytes('float64', v) }));
-    return name;
-  };
-  const op = (opType: string, ...ins: string[]) => {
-    const name = `${p}/t${k++}`;
-    out.push(onnx.NodeProto.create({ name, opType, input: ins, output: [name] }));
-    return name;
-  };
-  const lim = 3.5;
-  const xc = op('Min', op('Max', x, c(-lim)), c(lim));
-  const z = op('Mul', xc, xc);
-  // series: 2/sqrt(pi) * x * sum_n (-1)^n z^n / (n! (2n+1)), Horner from the top term
-  const N = 60;
-  const coef = (n: number) => {
-    let f = 1;
-    for (let i = 2; i <= n; i++) f *= i;
-    return ((n % 2 ? -1 : 1) / (f * (2 * n + 1))) * (2 / Math.sqrt(Math.PI));
-  };
-  let acc = c(coef(N));
-  for (let n = N - 1; n >= 0; n--) acc = op('Add', op('Mul', acc, z), c(coef(n)));
-  const series = op('Mul', acc, xc);
-  // tail: sign(x) * (1 - erfc(|x|))
-  const a = op('Abs', x);
-  const t = op('Div', c(1), op('Add', c(1), op('Mul', c(0.5), a)));
-  const cs = [-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277];
-  let poly = c(cs[9]);
-  for (let i = 8; i >= 0; i--) poly = op('Add', op('Mul', poly, t), c(cs[i]));
-  const erfc = op('Mul', t, op('Exp', op('Sub', poly, op('Mul', a, a))));
-  const tail = op('Mul', op('Sign', x), op('Sub', c(1), erfc));
-  const small = op('LessOrEqual', a, c(lim));
-  out.push(onnx.NodeProto.create({ name: `${p}/select`, opType: 'Where', input: [small, series, tail], output: [y] }));
-  return out;
 }
 
 export const encodeModel = (m: EmittedModel): Uint8Array => onnx.ModelProto.encode(m.proto).finish();

@@ -252,7 +252,7 @@ export function sessionOptions(opts: CompileOptions = {}): ort.InferenceSession.
 }
 
 /** Emits, caches and opens a session computing `outputs` (name -> Value). */
-export async function compile(outputs: Record<string, Value>, opts: CompileOptions = {}): Promise<CompiledGraph> {
+export async function compile(outputs: Record<string, Value>, opts: CompileOptions & Pick<EmitOptions, 'lower'> = {}): Promise<CompiledGraph> {
   const name = opts.name ?? 'graph';
   const { dir, model } = materialize(outputs, opts);
   let session: ort.InferenceSession;
