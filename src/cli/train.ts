@@ -154,7 +154,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--valid-fraction <f>', 'fraction of training speakers held out for validation (default 0.15)', num('--valid-fraction'))
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
     .option('--labels <a,b,...>', 'label set (default: the labels of the training data)', list)
-    .option('--encoder <fbank|dir>', 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder (default fbank)')
+    .option('--encoder <name|dir>', "speech encoder: built-in frame features joined with '+' (fbank, mfcc, prosody: e.g. fbank+prosody), or a Hugging Face wav2vec2/HuBERT/WavLM folder (default fbank)")
     .option('--fbank-stack <n>', 'fbank frames concatenated per mapper frame (default 4)', int('--fbank-stack'))
     .option('--fbank-cmvn', 'fbank with per-utterance mean/variance normalisation (default off: it removes loudness cues)')
     .option('--no-feature-norm', "do not normalise encoder channels with the training data's mean and std")

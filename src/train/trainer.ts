@@ -32,7 +32,7 @@ import { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
 import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, type LlmTrain, MODEL_FILE } from '../models/emosllm.ts';
-import type { EncoderSpec } from '../models/frame-encoders.ts';
+import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
 import { type Example, buildBatch } from '../models/processor.ts';
 import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
@@ -54,9 +54,9 @@ export interface TrainConfig {
   labelMap?: string;
   /** label set (default: the training data's labels, sorted) */
   labels?: string[];
-  /** 'fbank' or a Hugging Face speech encoder folder */
+  /** a built-in encoder ('fbank', 'fbank+prosody', ...: frame-encoders.ts) or a Hugging Face speech encoder folder */
   encoder: string;
-  /** fbank only: consecutive frames concatenated (100 fps / stack) */
+  /** built-in encoders only: consecutive frames concatenated (100 fps / stack) */
   fbankStack: number;
   /** fbank only: per-utterance mean/variance normalisation of the log-mel bins */
   fbankCmvn: boolean;
@@ -244,7 +244,10 @@ async function loadSplits(
 }
 
 function encoderSpec(c: TrainConfig): EncoderSpec {
-  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(c.encoder) };
+  const features = parseBuiltinEncoder(c.encoder);
+  if (!features) return { kind: 'hf', path: path.resolve(c.encoder) };
+  // plain fbank keeps the spec it always had (no features key)
+  return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn }, ...(c.encoder === 'fbank' ? {} : { features }) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -324,7 +327,7 @@ export async function train(
     }
 
     const cropFrames = Math.round(c.cropSeconds * model.frameRate);
-    const channelGroup = c.encoder === 'fbank' ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
+    const channelGroup = parseBuiltinEncoder(c.encoder) ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
     const labelIdx = trainClips.map((x) => labels.indexOf(x.item.label));
     const lengths = trainClips.map((x) => Math.min(x.frames, cropFrames));
     const stepsPerEpoch = epochPlan(c, 0, labelIdx, lengths).length;
@@ -465,7 +468,7 @@ export async function train(
         title: 'EmoSLLM training run',
         info: {
           data: c.data,
-          encoder: c.encoder === 'fbank' ? `fbank (80 bins, stack ${c.fbankStack})` : c.encoder,
+          encoder: parseBuiltinEncoder(c.encoder) ? `built-in ${c.encoder} (${model.encoder.hiddenSize / c.fbankStack} channels, stack ${c.fbankStack})` : c.encoder,
           llm: c.llm === 'tiny' ? 'built-in tiny Llama (random init)' : c.llm,
           'llm training': c.llmTrain,
           steps: `${state.step} (best ${bestStep})`,
