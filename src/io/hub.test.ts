@@ -157,8 +157,10 @@ describe('resolving Hub ids through the Hugging Face cache', () => {
     expect(hub.requests.filter((r) => r.url.includes('/resolve/')).length).toBeGreaterThan(0);
   });
 
-  it('an unknown model is a one-line error naming the endpoint', async () => {
+  it('an unknown model, or a Hub out of reach, is a one-line error naming the endpoint', async () => {
     await expect(encoder('nobody/nothing')).rejects.toThrow(`nobody/nothing@main: no such folder, and no model or revision by that name on ${hub.url}`);
+    process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
+    await expect(encoder('runs/mistyped')).rejects.toThrow(/^runs\/mistyped@main: no such folder, and cannot reach http:\/\/127\.0\.0\.1:9 to fetch it as a Hub id \([^)]+\); HF_HUB_OFFLINE=1 uses the cache only$/);
   });
 
   it('a connection cut mid-body resumes with a Range request from the bytes already on disk', async () => {

@@ -330,7 +330,7 @@ function hubError(env: HubEnv, ref: HubRef, what: string, e: unknown): Error {
   if (e instanceof TypeError && /access token/.test(e.message)) return new UserError(`HF_TOKEN: ${e.message}`, id);
   if (status !== undefined) return new UserError(`the Hub answered HTTP ${status} to the ${what} request: ${oneLine(e)}`, id);
   const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-  return new UserError(`cannot reach ${env.endpoint} (${cause?.code ?? cause?.message ?? oneLine(e)}); HF_HUB_OFFLINE=1 uses the cache only`, id);
+  return new UserError(`no such folder, and cannot reach ${env.endpoint} to fetch it as a Hub id (${cause?.code ?? cause?.message ?? oneLine(e)}); HF_HUB_OFFLINE=1 uses the cache only`, id);
 }
 
 interface FetchContext {
