@@ -4,8 +4,7 @@ import { type RunEvalOptions, runEval } from '../eval/run.ts';
 import { train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
 import { type TrainFlags, addTrainOptions, givenFlags, trainConfigFromFlags } from './train.ts';
-import { hubFiles } from '../io/hub.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 import { progress } from './progress.ts';
 
 /** `eval` with a progress bar. */
@@ -51,7 +50,7 @@ export function registerEval(program: Command): void {
     .requiredOption('--out <dir>', 'where to write metrics.json, predictions.jsonl and report.html')
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
     .action(async (f: { model: string; data: string; out: string; labelMap?: string }) => {
-      const r = await evalWithProgress({ ...f, model: await modelFolder(f.model, hubFiles.emosllmModel) });
+      const r = await evalWithProgress({ ...f, model: await trainedModelFolder(f.model) });
       console.log(JSON.stringify({ wa: r.metrics.wa, ua: r.metrics.ua, macro_f1: r.metrics.macro_f1, n: r.metrics.n }));
     });
 }

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { exportModel } from '../export/export.ts';
-import { hubFiles } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 
 export function registerExport(program: Command): void {
   program
@@ -21,7 +20,7 @@ export function registerExport(program: Command): void {
         if (!(n > 0)) throw new UserError(`${name} must be a positive number of seconds, got "${v}"`);
         return n;
       };
-      const m = await exportModel(await modelFolder(dir, hubFiles.emosllmModel), f.onnx, { stages: f.stages, quantize: f.int8 ? 'int8' : undefined, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
+      const m = await exportModel(await trainedModelFolder(dir), f.onnx, { stages: f.stages, quantize: f.int8 ? 'int8' : undefined, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
       console.log(JSON.stringify({ out: f.onnx, labels: m.labels, model: m.model }));
     });
 }

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { SERVE_DEFAULTS, startServer } from '../serve/server.ts';
-import { hubFiles, parseHubId } from '../io/hub.ts';
+import { parseHubId } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 
 export interface ServeFlags {
   model: string;
@@ -36,7 +36,7 @@ function parseNumber(flag: string, v: string, o: { integer?: boolean; min: numbe
 export async function runServe(f: ServeFlags): Promise<void> {
   const timeout = parseNumber('--timeout', f.timeout, { min: 0.001 });
   const handle = await startServer({
-    model: await modelFolder(f.model, hubFiles.emosllmModel),
+    model: await trainedModelFolder(f.model),
     name: f.name ?? (parseHubId(f.model) ? f.model : undefined), // a snapshot folder is named by its commit
     host: f.host,
     port: parseNumber('--port', f.port, { integer: true, min: 0, max: 65535 }),

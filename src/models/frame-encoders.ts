@@ -13,6 +13,7 @@ import path from 'node:path';
 import { normalizeWaveform } from '../audio/normalize.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { type CompileOptions, type CompiledGraph, compile, tensor } from '../graph/runtime.ts';
+import { folderOrCachedHub } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
 import { type FrameEncoder, loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
 import { type FbankOptions, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
@@ -20,7 +21,7 @@ import { buildFbankGraph } from './fbank-graph.ts';
 import { concat, constant, dimOf, div, gather, int64s, maximum, mul, pad, range, reshapeTo, squeeze, unsqueeze } from '../graph/ops.ts';
 
 /** How a model folder names its encoder (emosllm.json "encoder"). */
-export type EncoderSpec = { kind: 'fbank'; stack: number; options?: FbankOptions } | { kind: 'hf'; path: string };
+export type EncoderSpec = { kind: 'fbank'; stack: number; options?: FbankOptions } | { kind: 'hf'; path: string; hub?: string };
 
 /**
  * The fbank encoder's graph, from audio [1, S] to [1, frames, stack * bins]: the log-mel of fbank-graph.ts, then
@@ -163,7 +164,7 @@ export function receptiveField(cfg: { convKernel: number[]; convStride: number[]
 /** Opens the encoder a spec names; `baseDir` resolves a relative HF path (model folders store them relative). */
 export function openFrameEncoder(spec: EncoderSpec, baseDir = process.cwd(), opts: CompileOptions = {}): FrameEncoder {
   if (spec.kind === 'fbank') return new FbankGraphEncoder(spec, opts);
-  const dir = path.resolve(baseDir, spec.path);
+  const dir = folderOrCachedHub(path.resolve(baseDir, spec.path), spec.hub);
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UserError('not a speech encoder folder (no config.json)', dir);
   return HFFrameEncoder.open(dir, opts);
 }

@@ -38,7 +38,7 @@ import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { type DownloadProgress, type HubFileSelection, hubFiles, resolveModelPath } from '../io/hub.ts';
+import { type DownloadProgress, type HubFileSelection, hubFiles, pinnedHubId, resolveModelPath } from '../io/hub.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
@@ -253,7 +253,9 @@ async function loadSplits(
 
 /** `encoderDir`: the local folder of a Hugging Face encoder (c.encoder may be a Hub id). */
 function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
-  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(encoderDir) };
+  if (c.encoder === 'fbank') return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } };
+  const hub = pinnedHubId(c.encoder, encoderDir);
+  return { kind: 'hf', path: path.resolve(encoderDir), ...(hub ? { hub } : {}) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -312,6 +314,7 @@ export async function train(
     encoder: encoderSpec(c, encoderDir),
     llmDir,
     llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
+    llmHub: c.llm === 'tiny' ? undefined : pinnedHubId(c.llm, llmDir),
     llmTrain: c.llmTrain,
     lora: c.lora,
     mapper: c.mapper,
