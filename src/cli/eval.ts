@@ -3,7 +3,7 @@ import { runCv } from '../eval/cv.ts';
 import { type RunEvalOptions, runEval } from '../eval/run.ts';
 import { train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
-import { type TrainFlags, addTrainOptions, givenFlags, trainConfigFromFlags } from './train.ts';
+import { addTrainOptions, trainConfigFromCommand } from './train.ts';
 import { progress } from './progress.ts';
 
 /** `eval` with a progress bar. */
@@ -22,10 +22,9 @@ export function registerCv(program: Command): void {
     .description('leave-one-speaker-out (or -session-out) cross-validation: train and evaluate one model per fold')
     .requiredOption('--by <speaker|session>', 'the group held out in each fold')
     .option('--folds <g,...>', 'run only these groups (e.g. 03,08)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean));
-  addTrainOptions(cmd).action(async (flags: TrainFlags & { by: string; folds?: string[] }, c: Command) => {
-    const f = givenFlags(c, flags);
+  addTrainOptions(cmd).action(async (f: { by: string; folds?: string[]; out: string }, c: Command) => {
     if (f.by !== 'speaker' && f.by !== 'session') throw new UserError(`--by must be speaker or session, got "${f.by}"`);
-    const base = trainConfigFromFlags(f);
+    const base = trainConfigFromCommand(c);
     const r = await runCv({
       data: base.data,
       labelMap: base.labelMap,

@@ -6,7 +6,8 @@ import { EmoSLLM } from '../models/emosllm.ts';
 import { loadAudio16k } from '../audio/decode.ts';
 import { REPO_ROOT, emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { emodbSubset } from '../../test/fixtures-gen/subset.ts';
-import { defaultTrainConfig, train } from './trainer.ts';
+import { defaultTrainConfig } from './config.ts';
+import { train } from './trainer.ts';
 
 const tmp = tempDir('trainer');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
