@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | serve. Progress goes to stderr; the last line of
+ * `npm run bench -- <suite>`: engine | models | emosllm | serve | cli. Progress goes to stderr; the last line of
  * stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
@@ -11,6 +11,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   models: benchModels,
   emosllm: async () => (await import('./emosllm.ts')).benchEmoSLLM(),
   serve: async () => (await import('./serve.ts')).benchServe(),
+  cli: async () => (await import('./cli.ts')).benchCli(),
 };
 
 const name = process.argv[2] ?? 'engine';

@@ -2,10 +2,9 @@ import type { Command } from 'commander';
 import { exportModel } from '../export/export.ts';
 import { UserError } from '../util/errors.ts';
 
-export function registerExport(program: Command): void {
-  program
-    .command('export')
-    .description('export a trained model as ONNX files that run with plain ONNX Runtime (node, web) and a manifest.json')
+/** The options and action of `emosllm export` (its name and description are in commands.ts). */
+export function defineExport(cmd: Command): void {
+  cmd
     .argument('<model-dir>', 'a trained model folder')
     .requiredOption('--onnx <dir>', 'output folder (model.onnx, encoder/mapper/llm.onnx, manifest.json)')
     .option('--no-stages', 'write only the all-in-one model.onnx')

@@ -3,10 +3,9 @@ import { formatTable } from '../models/parity/compare.ts';
 import { runParity } from '../models/parity/index.ts';
 import { AdamW } from '../train/adamw.ts';
 
-export function registerParity(program: Command): void {
-  program
-    .command('parity')
-    .description('compare our models with Hugging Face reference outputs in a fixtures folder (hf-parity layout)')
+/** The options and action of `emosllm parity` (its name and description are in commands.ts). */
+export function defineParity(cmd: Command): void {
+  cmd
     .argument('<dir>', 'fixtures root, e.g. ../shared/fixtures/hf-parity')
     .option('--only <folders>', 'comma-separated folder names to check')
     .option('--json', 'print rows as JSON lines instead of a table')
