@@ -45,7 +45,7 @@ export const commands: CliCommand[] = [
   },
   {
     name: 'parity',
-    description: 'compare our models with Hugging Face reference outputs in a fixtures folder (hf-parity layout)',
+    description: 'compare our models with Hugging Face reference outputs in a fixtures folder (hf-parity layout); exits 1 on any FAIL or not-covered row',
     define: async () => (await import('./parity.ts')).defineParity,
   },
   {

@@ -198,6 +198,6 @@ export function defineTrain(cmd: Command): void {
       const f = givenFlags(cmd, flags);
       if (f.cacheDir) process.env.EMOSLLM_CACHE_DIR = f.cacheDir;
       const r = await runTrain(f);
-      console.log(JSON.stringify({ out: r.out, steps: r.steps, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
+      console.log(JSON.stringify({ out: r.out, steps: r.steps, ...(r.resumedFrom !== undefined ? { resumed_from: r.resumedFrom } : {}), steps_run: r.stepsRun, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
     });
 }

@@ -155,7 +155,12 @@ export interface TrainHooks {
 
 export interface TrainResult {
   out: string;
+  /** the run's step counter at the end */
   steps: number;
+  /** optimiser steps this call took (steps - resumedFrom when resumed) */
+  stepsRun: number;
+  /** the checkpoint step a --resume continued from */
+  resumedFrom?: number;
   bestStep: number;
   bestUa: number;
   /** validation evaluation of the saved model (undefined without validation data) */
@@ -277,6 +282,8 @@ export async function train(
   let c = config;
   if (opts.resume) {
     c = readTrainConfig(out);
+    // a run that stopped before its first checkpoint has nothing to continue: starting over is the user's call
+    if (!listCheckpoints(ckptRoot).length) throw new UserError('no checkpoint to resume from: run the same command without --resume to start over', out);
     log(`resume: ${out} (configuration from ${CONFIG_FILE})`);
   } else if (fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
     // (a folder with only train_config.json is a run that stopped before its first checkpoint: nothing to lose)
@@ -335,20 +342,20 @@ export async function train(
 
     const opt = new AdamW({ lr: c.lr, weightDecay: c.weightDecay });
     let state: TrainState = { step: 0, epoch: 0, batchInEpoch: 0, bestUa: -1, bestStep: 0, badEvals: 0, history: [] };
+    let resumedFrom: number | undefined;
     if (opts.resume) {
       const ck = loadCheckpoint(ckptRoot);
-      if (!ck) log('resume: no checkpoint yet, starting from step 0');
-      else {
-        for (const k of model.paramNames) {
-          const p = ck.params[k];
-          if (!p || p.length !== model.params[k].length) throw new UserError(`checkpoint has no parameter "${k}" of the right size`, ck.dir);
-          model.params[k].set(p);
-        }
-        state = ck.state;
-        const steps = Object.fromEntries(Object.keys(ck.moments.m).map((k) => [k, state.step]));
-        opt.loadState({ step: steps, expAvg: ck.moments.m, expAvgSq: ck.moments.v });
-        log(`resume: from step ${state.step} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch})`);
+      if (!ck) throw new UserError('no checkpoint to resume from', ckptRoot);
+      for (const k of model.paramNames) {
+        const p = ck.params[k];
+        if (!p || p.length !== model.params[k].length) throw new UserError(`checkpoint has no parameter "${k}" of the right size`, ck.dir);
+        model.params[k].set(p);
       }
+      state = ck.state;
+      resumedFrom = state.step;
+      const steps = Object.fromEntries(Object.keys(ck.moments.m).map((k) => [k, state.step]));
+      opt.loadState({ step: steps, expAvg: ck.moments.m, expAvgSq: ck.moments.v });
+      log(`resume: from step ${state.step} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch})`);
     }
     log(
       `train: ${trainClips.length} clips, ${validClips.length} validation clips, labels [${labels.join(', ')}]; ` +
@@ -477,7 +484,7 @@ export async function train(
       });
     }
     log(`saved model to ${out} (step ${bestStep}${lastValid ? `, validation UA ${(100 * lastValid.metrics.ua).toFixed(1)}%` : ''}) in ${seconds.toFixed(0)} s`);
-    return { out, steps: state.step, bestStep, bestUa: state.bestUa, valid: lastValid, history: state.history, seconds, stoppedEarly };
+    return { out, steps: state.step, stepsRun: state.step - (resumedFrom ?? 0), resumedFrom, bestStep, bestUa: state.bestUa, valid: lastValid, history: state.history, seconds, stoppedEarly };
   } finally {
     await model.release();
   }
