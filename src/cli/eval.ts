@@ -4,6 +4,8 @@ import { type RunEvalOptions, runEval } from '../eval/run.ts';
 import { train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
 import { type TrainFlags, addTrainOptions, givenFlags, trainConfigFromFlags } from './train.ts';
+import { hubFiles } from '../io/hub.ts';
+import { modelFolder } from './hub.ts';
 import { progress } from './progress.ts';
 
 /** `eval` with a progress bar. */
@@ -42,12 +44,12 @@ export function defineCv(cmd: Command): void {
 /** The options and action of `emosllm eval` (its name and description are in commands.ts). */
 export function defineEval(cmd: Command): void {
   cmd
-    .requiredOption('--model <dir>', 'a trained model folder')
+    .requiredOption('--model <dir|id>', 'a trained model folder, or a Hub id org/name[@rev] of one')
     .requiredOption('--data <dir|manifest>', 'labelled corpus')
     .requiredOption('--out <dir>', 'where to write metrics.json, predictions.jsonl and report.html')
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
     .action(async (f: { model: string; data: string; out: string; labelMap?: string }) => {
-      const r = await evalWithProgress(f);
+      const r = await evalWithProgress({ ...f, model: await modelFolder(f.model, hubFiles.emosllmModel) });
       console.log(JSON.stringify({ wa: r.metrics.wa, ua: r.metrics.ua, macro_f1: r.metrics.macro_f1, n: r.metrics.n }));
     });
 }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { type TrainConfig, defaultTrainConfig, train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
-import { progress } from './progress.ts';
+import { downloadProgress, progress } from './progress.ts';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -129,16 +129,22 @@ export async function runTrain(f: TrainFlags) {
   const config = f.resume ? defaultTrainConfig({ data: f.data ?? '' }) : trainConfigFromFlags(f);
   const features = progress('features');
   const bar = progress('train');
+  const download = downloadProgress();
   try {
     return await train(config, f.out, {
       resume: f.resume,
       hooks: {
-        onFeatures: (d, t) => features.update(d, t),
+        onDownload: (p) => download.update(p),
+        onFeatures: (d, t) => {
+          download.stop();
+          features.update(d, t);
+        },
         onStep: (p) =>
           bar.update(p.step, p.totalSteps, { epoch: String(p.epoch), loss: p.loss.toFixed(4), 'clips/s': p.samplesPerSecond.toFixed(1) }),
       },
     });
   } finally {
+    download.stop();
     features.stop();
     bar.stop();
   }
@@ -154,12 +160,12 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--valid-fraction <f>', 'fraction of training speakers held out for validation (default 0.15)', num('--valid-fraction'))
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
     .option('--labels <a,b,...>', 'label set (default: the labels of the training data)', list)
-    .option('--encoder <fbank|dir>', 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder (default fbank)')
+    .option('--encoder <fbank|dir|id>', 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder or Hub id org/name[@rev] (default fbank)')
     .option('--fbank-stack <n>', 'fbank frames concatenated per mapper frame (default 4)', int('--fbank-stack'))
     .option('--fbank-cmvn', 'fbank with per-utterance mean/variance normalisation (default off: it removes loudness cues)')
     .option('--no-feature-norm', "do not normalise encoder channels with the training data's mean and std")
     .option('--encoder-layers <i,j,...>', 'encoder hidden states mixed by the mapper (default all)', list)
-    .option('--llm <tiny|dir>', 'LLM: the built-in tiny Llama or a Llama checkpoint folder (default tiny)')
+    .option('--llm <tiny|dir|id>', 'LLM: the built-in tiny Llama, or a Llama checkpoint folder or Hub id org/name[@rev] (default tiny)')
     .option('--llm-train <lora|full|frozen>', 'how the LLM is adapted (default: full for tiny, lora otherwise)')
     .option('--lora-r <r>', 'LoRA rank (default 8)', int('--lora-r'))
     .option('--lora-alpha <a>', 'LoRA alpha (default 16)', num('--lora-alpha'))

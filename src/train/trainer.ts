@@ -38,6 +38,7 @@ import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import { type DownloadProgress, type HubFileSelection, hubFiles, resolveModelPath } from '../io/hub.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
@@ -151,6 +152,8 @@ export interface TrainHooks {
   onStep?: (p: TrainProgress) => void;
   /** called while features are computed */
   onFeatures?: (done: number, total: number) => void;
+  /** called while a Hub model (--encoder/--llm given as org/name) is downloaded */
+  onDownload?: (p: DownloadProgress) => void;
 }
 
 export interface TrainResult {
@@ -248,8 +251,9 @@ async function loadSplits(
   return { train, valid, labels };
 }
 
-function encoderSpec(c: TrainConfig): EncoderSpec {
-  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(c.encoder) };
+/** `encoderDir`: the local folder of a Hugging Face encoder (c.encoder may be a Hub id). */
+function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
+  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(encoderDir) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -294,15 +298,18 @@ export async function train(
 
   const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
 
+  // Hub ids (org/name[@rev]) become their snapshot folders in the Hugging Face cache; train_config.json keeps the id.
+  const hub = (files: HubFileSelection) => ({ files, onProgress: opts.hooks?.onDownload, log });
+  const encoderDir = await resolveModelPath(c.encoder, hub(hubFiles.speechEncoder));
   // The built-in tiny LLM lives in the run folder: seeded, so a resume rebuilds exactly the same weights.
-  let llmDir = path.resolve(c.llm);
+  let llmDir = c.llm === 'tiny' ? '' : path.resolve(await resolveModelPath(c.llm, hub(hubFiles.llm)));
   if (c.llm === 'tiny') {
     llmDir = path.join(out, 'llm');
     if (!fs.existsSync(path.join(llmDir, 'config.json'))) writeTinyLlama(llmDir, { seed: c.seed, ...c.tinyLlm });
   }
   const model = EmoSLLM.create({
     labels,
-    encoder: encoderSpec(c),
+    encoder: encoderSpec(c, encoderDir),
     llmDir,
     llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
     llmTrain: c.llmTrain,
