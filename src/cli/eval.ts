@@ -18,10 +18,9 @@ async function evalWithProgress(f: RunEvalOptions) {
   }
 }
 
-export function registerCv(program: Command): void {
-  const cmd = program
-    .command('cv')
-    .description('leave-one-speaker-out (or -session-out) cross-validation: train and evaluate one model per fold')
+/** The options and action of `emosllm cv` (its name and description are in commands.ts). */
+export function defineCv(cmd: Command): void {
+  cmd
     .requiredOption('--by <speaker|session>', 'the group held out in each fold')
     .option('--folds <g,...>', 'run only these groups (e.g. 03,08)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean));
   addTrainOptions(cmd).action(async (flags: TrainFlags & { by: string; folds?: string[] }, c: Command) => {
@@ -42,10 +41,9 @@ export function registerCv(program: Command): void {
   });
 }
 
-export function registerEval(program: Command): void {
-  program
-    .command('eval')
-    .description('evaluate a trained model on a labelled corpus: metrics.json, predictions.jsonl, report.html')
+/** The options and action of `emosllm eval` (its name and description are in commands.ts). */
+export function defineEval(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder, or a Hub id org/name[@rev] of one')
     .requiredOption('--data <dir|manifest>', 'labelled corpus')
     .requiredOption('--out <dir>', 'where to write metrics.json, predictions.jsonl and report.html')

@@ -196,8 +196,9 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--cache-dir <dir>', 'cache root for features and compiled graphs (default ~/.cache/emosllm)');
 }
 
-export function registerTrain(program: Command): void {
-  addTrainOptions(program.command('train').description('train EmoSLLM (QPMapper + LoRA or LLM weights) on a labelled corpus; the run folder is the model'))
+/** The options and action of `emosllm train` (its name and description are in commands.ts). */
+export function defineTrain(cmd: Command): void {
+  addTrainOptions(cmd)
     .option('--resume', 'continue the run in --out exactly where its last checkpoint stopped')
     .action(async (flags: TrainFlags, cmd: Command) => {
       const f = givenFlags(cmd, flags);
