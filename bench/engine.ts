@@ -1,7 +1,7 @@
 /**
  * Engine benchmark: fp32 matmul throughput through our graph -> ONNX -> ORT path, and forward+backward of an
- * MLP block via our autodiff. Reference (PyTorch 1.13, 2 threads, this machine): 128-199 GFLOP/s matmul,
- * 231-305 ms for the MLP step.
+ * MLP block via our autodiff. External reference (PyTorch 1.13, 2 threads, this machine; measured outside this
+ * repository, no script here): 128-199 GFLOP/s matmul, 231-305 ms for the MLP step.
  */
 import { grad } from '../src/graph/autodiff.ts';
 import { Graph } from '../src/graph/ir.ts';

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | serve. Progress goes to stderr; the last line of
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli. Progress goes to stderr; the last line of
  * stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
@@ -10,7 +10,9 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   engine: benchEngine,
   models: benchModels,
   emosllm: async () => (await import('./emosllm.ts')).benchEmoSLLM(),
+  export: async () => (await import('./export.ts')).benchExport(),
   serve: async () => (await import('./serve.ts')).benchServe(),
+  cli: async () => (await import('./cli.ts')).benchCli(),
 };
 
 const name = process.argv[2] ?? 'engine';
@@ -21,4 +23,6 @@ if (!suite) {
 }
 const result = await suite();
 // a suite that runs its work in child processes reports their peak as peak_rss_mb
-console.log(JSON.stringify({ suite: name, ...result, peak_rss_mb: Math.round(Math.max(peakRssMb(), result.peak_rss_mb ?? 0)) }));
+// a smoke run on shrunken shapes says so, so its figures are never taken for the real ones
+const small = process.env.EMOSLLM_BENCH_SMALL === '1' ? { small: true } : {};
+console.log(JSON.stringify({ suite: name, ...small, ...result, peak_rss_mb: Math.round(Math.max(peakRssMb(), result.peak_rss_mb ?? 0)) }));

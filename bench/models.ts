@@ -10,7 +10,8 @@
  *  - llama_1b_lora_fwd_bwd_128_ms: LoRA r=8, alpha 16 on q_proj and v_proj: causal-LM loss over the 128 tokens
  *    and the gradients of every LoRA A/B matrix.
  *
- * Reference (PyTorch + transformers + PEFT, same shapes, 2 threads): 900 ms, 2220 ms, 3474 ms, 7208 ms, 6.0 GB.
+ * External reference (PyTorch + transformers + PEFT, same shapes, 2 threads; measured outside this repository,
+ * no script here): 900 ms, 2220 ms, 3474 ms, 7208 ms, 6.0 GB.
  * Medians of 5 timed runs after 2 warm-ups. Each measurement runs in its own process (this suite re-runs
  * `bench/main.ts models` with EMOSLLM_BENCH_MODELS_STAGE set), so peak_rss_mb is that of the largest single
  * measurement, not inflated by what earlier sessions left in the heap. The checkpoints are written first, by

@@ -1,69 +1,68 @@
 /**
  * The on-device browser demo end to end: Vite build of web/, served on 127.0.0.1 with an export folder
  * beside it, driven in Debian's headless Chromium (playwright-core). A 16 kHz mono 16-bit WAV goes in
- * through the page's file input; the samples the page hands to the model and the probabilities it shows
- * must equal what Node computes (our WAV decoder + onnxruntime-node on the same model.onnx, same
- * windowing code) within 1e-3.
+ * through the page's file input; the probabilities the page shows (clip and every segment) must equal what
+ * `emosllm predict`, run as a CLI process on the trained model folder the export came from, prints for the
+ * same file, within 1e-3: on a 7 s clip (scored whole) and a 20 s clip (3 s windows, duration-weighted mean).
  *
  * The model is a real `emosllm export` of a model trained in the setup (fbank + tiny LLM, a few steps on an
- * emodb-dev subset: its verdicts are poor, what matters is that the page computes exactly what Node does);
- * EMOSLLM_WEB_MODEL_DIR=<export folder> runs the test on another export instead.
+ * emodb-dev subset: its verdicts are poor, what matters is that the page computes exactly what predict does);
+ * EMOSLLM_WEB_MODEL_DIR=<export folder> runs the test on another export instead (its manifest's `source`
+ * names the model folder predict loads).
  * EMOSLLM_WEB_SCREENSHOT=<file.png> saves a screenshot of the page with its result.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeAudioFile } from '../src/audio/decode.ts';
+import { decodeAudioFile, loadAudio16k } from '../src/audio/decode.ts';
+import type { Timeline } from '../src/audio/segments.ts';
 import { encodeWav } from '../src/audio/wav.ts';
+import type { ClipPrediction } from '../src/eval/predict.ts';
+import { exportModel } from '../src/export/export.ts';
+import { REPO_ROOT, emodbDev } from '../test/fixtures-gen/paths.ts';
+import { trainSmallModel } from '../test/fixtures-gen/model.ts';
 import { type BrowserDemo, startBrowserDemo } from './harness.ts';
 import { type ExportManifest, exportFiles, parseManifest } from './src/manifest.ts';
-import { type TimelineResult, runTimeline } from './src/timeline.ts';
-import { loadAudio16k } from '../src/audio/decode.ts';
-import { exportModel } from '../src/export/export.ts';
-import { emodbDev } from '../test/fixtures-gen/paths.ts';
-import { trainSmallModel } from '../test/fixtures-gen/model.ts';
 
 const TOL = 1e-3;
+const CLI = path.join(REPO_ROOT, 'bin/emosllm.mjs');
 
-interface PageResult extends TimelineResult {
+interface PageResult extends Timeline {
   backend: string;
   source: string;
 }
 
-/** The export under test: EMOSLLM_WEB_MODEL_DIR, or a model trained and exported into `tmp`. */
-async function modelUnderTest(tmp: string): Promise<{ dir: string; manifest: ExportManifest; given: boolean }> {
+/** The export under test and the model folder it was exported from: EMOSLLM_WEB_MODEL_DIR, or a model trained and exported into `tmp`. */
+async function modelUnderTest(tmp: string): Promise<{ dir: string; modelDir: string; manifest: ExportManifest }> {
   const given = process.env.EMOSLLM_WEB_MODEL_DIR;
   const dir = given ? path.resolve(given) : path.join(tmp, 'export');
-  if (!given) await exportModel(await trainSmallModel(tmp), dir, { log: () => {} });
-  return { dir, manifest: parseManifest(JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'))), given: !!given };
+  const trained = given ? undefined : await trainSmallModel(tmp);
+  if (trained) await exportModel(trained, dir, { log: () => {} });
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+  return { dir, modelDir: trained ?? json.source, manifest: parseManifest(json) };
 }
 
-/** 7 s of real speech: emodb-dev clips back to back. */
+/** `seconds` of real speech: emodb-dev clips back to back (four speakers, cycled). */
 async function speechClip(seconds: number): Promise<Float32Array> {
-  const files = ['03a01Fa.wav', '08a01Wa.wav', '09a01Ea.wav', '10a01Ac.wav'].map((f) => path.join(emodbDev().wavDir, f));
+  const files = ['03a01Fa.wav', '08a01Wa.wav', '09a01Ea.wav', '10a01Ac.wav', '11a01Ld.wav', '13a01Ea.wav'].map((f) => path.join(emodbDev().wavDir, f));
   const out = new Float32Array(Math.round(seconds * 16000));
   for (let i = 0, k = 0; i < out.length; k++) {
-    const c = await loadAudio16k(files[k % files.length]);
+    const c = await loadAudio16k(files[k % files.length]!);
     out.set(c.subarray(0, Math.min(c.length, out.length - i)), i);
     i += c.length;
   }
   return out;
 }
 
-/** The same windows through onnxruntime-node (the reference). */
-async function nodeReference(modelDir: string, manifest: ExportManifest, samples: Float32Array): Promise<TimelineResult> {
-  const session = await ort.InferenceSession.create(path.join(modelDir, manifest.model), { intraOpNumThreads: 1, interOpNumThreads: 1 });
-  try {
-    return await runTimeline(samples, manifest, async (w) => {
-      const out = await session.run({ audio: new ort.Tensor('float32', w.slice(), [1, w.length]) });
-      return { probabilities: out.probabilities!.data as Float32Array, scores: out.scores!.data as Float32Array };
-    });
-  } finally {
-    await session.release();
-  }
+/** `emosllm predict` on the files, as a CLI process: one JSON line per file. */
+function predictCli(modelDir: string, files: string[], env: NodeJS.ProcessEnv): Map<string, ClipPrediction> {
+  const r = spawnSync(process.execPath, [CLI, 'predict', '--model', modelDir, ...files], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`emosllm predict exited ${r.status}: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as ClipPrediction & { file: string });
+  return new Map(lines.map((l) => [l.file, l]));
 }
 
 async function waitForStatus(page: Page, want: string[], timeout = 90_000): Promise<string> {
@@ -80,38 +79,41 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 
+/** predict's probabilities in the page's label order. */
+const inOrder = (labels: string[], p: Record<string, number>) => labels.map((l) => p[l]!);
+
 describe('browser demo (Chromium, onnxruntime-web)', () => {
   let tmp: string;
   let demo: BrowserDemo;
   let model: Awaited<ReturnType<typeof modelUnderTest>>;
-  let clip: Float32Array;
+  let wav7: string;
+  let wav20: string;
+  let predicted: Map<string, ClipPrediction>;
   const consoleErrors: string[] = [];
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-web-test-'));
     model = await modelUnderTest(tmp);
-    clip = await speechClip(7);
+    wav7 = path.join(tmp, 'clip7.wav');
+    wav20 = path.join(tmp, 'clip20.wav');
+    fs.writeFileSync(wav7, encodeWav(await speechClip(7), model.manifest.sample_rate, 'pcm16'));
+    fs.writeFileSync(wav20, encodeWav(await speechClip(20), model.manifest.sample_rate, 'pcm16'));
+    predicted = predictCli(model.modelDir, [wav7, wav20], { ...process.env, EMOSLLM_CACHE_DIR: path.join(tmp, 'cache') });
     demo = await startBrowserDemo({
       modelDir: model.dir,
       // a fake microphone (a beep) that needs no permission prompt
       chromiumArgs: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
     });
-  }, 240_000);
+  }, 300_000);
 
   afterAll(async () => {
     await demo?.close();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('runs a WAV on-device and matches onnxruntime-node within 1e-3', async () => {
-    // 7 s at 16 kHz: windows 0-3, 1.5-4.5, 3-6, 4.5-7 s (the last one shorter).
-    const wav = path.join(tmp, 'clip.wav');
-    fs.writeFileSync(wav, encodeWav(clip, model.manifest.sample_rate, 'pcm16'));
-    const decoded = await decodeAudioFile(wav);
-    expect(decoded.sampleRate).toBe(model.manifest.sample_rate);
-
+  /** A page with the served export loaded, recording its requests and errors. */
+  async function readyPage(requests: string[] = []): Promise<Page> {
     const page = await demo.newPage();
-    const requests: string[] = [];
     page.on('request', (r) => requests.push(`${r.method()} ${r.url()}`));
     page.on('console', (m) => {
       if (m.type() === 'error') consoleErrors.push(m.text());
@@ -119,12 +121,40 @@ describe('browser demo (Chromium, onnxruntime-web)', () => {
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
     await page.goto(demo.pageUrl());
     await waitForStatus(page, ['ready']);
-    const info = await page.evaluate(() => window.__emosllmModel!);
-    expect(info.labels).toEqual(model.manifest.labels);
+    return page;
+  }
 
+  async function analyse(page: Page, wav: string): Promise<PageResult> {
     await page.setInputFiles('#audio-file', wav);
     await waitForStatus(page, ['done']);
-    const got = await page.evaluate(() => window.__emosllmResult as unknown as PageResult);
+    return page.evaluate(() => window.__emosllmResult as unknown as PageResult);
+  }
+
+  /** The page's clip and segment probabilities against `emosllm predict`'s for the same file. */
+  function expectSameAsPredict(got: PageResult, wav: string): ClipPrediction {
+    const want = predicted.get(wav)!;
+    expect(want, `emosllm predict printed no line for ${wav}`).toBeDefined();
+    expect(got.seconds).toBeCloseTo(want.seconds, 6);
+    expect(got.segments.map((s) => [s.start, s.end])).toEqual(want.segments.map((s) => [s.start, s.end]));
+    for (const [i, s] of got.segments.entries()) {
+      expect(maxAbsDiff(s.probabilities, inOrder(got.labels, want.segments[i]!.probabilities)), `segment ${i} probabilities`).toBeLessThanOrEqual(TOL);
+      expect(s.scores).toHaveLength(got.labels.length);
+    }
+    const wantP = inOrder(got.labels, want.probabilities);
+    expect(maxAbsDiff(got.probabilities, wantP), 'clip probabilities').toBeLessThanOrEqual(TOL);
+    const sorted = [...wantP].sort((a, b) => b - a);
+    if (sorted[0]! - sorted[1]! > 2 * TOL) expect(got.label).toBe(want.label);
+    return want;
+  }
+
+  it('a 7 s clip: decoded as Node does, scored whole, the probabilities of emosllm predict within 1e-3', async () => {
+    const decoded = await decodeAudioFile(wav7);
+    expect(decoded.sampleRate).toBe(model.manifest.sample_rate);
+    const requests: string[] = [];
+    const page = await readyPage(requests);
+    const info = await page.evaluate(() => window.__emosllmModel!);
+    expect(info.labels).toEqual(model.manifest.labels);
+    const got = await analyse(page, wav7);
     const pageSamples = await page.evaluate(() => Array.from(window.__emosllmSamples!));
 
     // The page decoded the WAV without resampling: the same int16 samples as our Node decoder. Only the
@@ -138,27 +168,16 @@ describe('browser demo (Chromium, onnxruntime-web)', () => {
     expect(maxAbsDiff(pageSamples, chromiumScaled)).toBeLessThanOrEqual(6e-8); // float32 rounding of that scaling
     expect(maxAbsDiff(pageSamples, decoded.samples)).toBeLessThanOrEqual(1.0001 / 32768);
 
-    // The reference runs on exactly the samples the page passed to the model.
-    const ref = await nodeReference(model.dir, model.manifest, Float32Array.from(pageSamples));
-    expect(got.source).toBe('clip.wav');
-    expect(got.labels).toEqual(ref.labels);
-    expect(got.segments.map((s) => [s.startSample, s.endSample])).toEqual(ref.segments.map((s) => [s.startSample, s.endSample]));
-    expect(got.segments.length).toBe(4);
-    for (const [i, s] of got.segments.entries()) {
-      expect(maxAbsDiff(s.probabilities, ref.segments[i]!.probabilities), `window ${i} probabilities`).toBeLessThanOrEqual(TOL);
-      expect(maxAbsDiff(s.scores, ref.segments[i]!.scores), `window ${i} scores`).toBeLessThanOrEqual(TOL * Math.max(1, ...ref.segments[i]!.scores.map(Math.abs)));
-    }
-    expect(maxAbsDiff(got.aggregate, ref.aggregate)).toBeLessThanOrEqual(TOL);
-    const sorted = [...ref.aggregate].sort((a, b) => b - a);
-    if (sorted[0]! - sorted[1]! > 2 * TOL) expect(got.label).toBe(ref.label);
+    expect(got.source).toBe('clip7.wav');
+    expect(got.labels).toEqual(model.manifest.labels);
+    expect(got.segments.map((s) => [s.start, s.end])).toEqual([[0, 7]]); // up to 10 s: one segment, as predict
+    expectSameAsPredict(got, wav7);
 
-    // What the page shows: the verdict, one bar per label with its percentage, one timeline row per window.
+    // What the page shows: the verdict, one bar per label with its percentage, one timeline row per segment.
     expect(await page.textContent('#top-label')).toBe(got.label);
     const bars = await page.$$eval('#bars g[data-label]', (gs) => gs.map((g) => [g.getAttribute('data-label'), g.querySelector('text.value')?.textContent]));
-    expect(bars).toEqual(got.labels.map((l, i) => [l, `${(100 * got.aggregate[i]!).toFixed(1)}%`]));
+    expect(bars).toEqual(got.labels.map((l, i) => [l, `${(100 * got.probabilities[i]!).toFixed(1)}%`]));
     expect(await page.locator('#timeline g.segment').count()).toBe(got.segments.length);
-    const shown = await page.$$eval('#segments tr[data-index]', (rows) => rows.map((r) => [...r.querySelectorAll('td[data-p]')].map((td) => Number(td.getAttribute('data-p')))));
-    for (const [i, row] of shown.entries()) expect(maxAbsDiff(row, ref.segments[i]!.probabilities)).toBeLessThanOrEqual(TOL);
 
     // Everything stayed on the page's own origin: no request elsewhere, nothing posted.
     const foreign = requests.filter((r) => {
@@ -169,30 +188,40 @@ describe('browser demo (Chromium, onnxruntime-web)', () => {
     expect(demo.server.log.some((l) => l.startsWith('GET /ort/ort-wasm-simd-threaded.jsep.wasm 200'))).toBe(true);
     expect(demo.server.log.filter((l) => !l.endsWith(' 200'))).toEqual([]);
     expect(consoleErrors).toEqual([]);
+    await page.close();
+  });
+
+  it('a 20 s clip: the windows and their duration-weighted mean are those of emosllm predict within 1e-3', async () => {
+    const page = await readyPage();
+    const got = await analyse(page, wav20);
+    // 3 s windows, 1.5 s hop, the last one stops at 20 s: starts 0, 1.5, ..., 18
+    expect(got.segments).toHaveLength(13);
+    expect(got.segments[12]).toMatchObject({ start: 18, end: 20 });
+    expectSameAsPredict(got, wav20);
+    const shown = await page.$$eval('#segments tr[data-index]', (rows) => rows.map((r) => [...r.querySelectorAll('td[data-p]')].map((td) => Number(td.getAttribute('data-p')))));
+    expect(shown).toHaveLength(13);
+    for (const [i, row] of shown.entries()) expect(maxAbsDiff(row, got.segments[i]!.probabilities)).toBeLessThanOrEqual(1e-12);
+    expect(consoleErrors).toEqual([]);
 
     const shot = process.env.EMOSLLM_WEB_SCREENSHOT;
     if (shot) await page.screenshot({ path: shot, fullPage: true });
+    const want = predicted.get(wav20)!;
     console.log(
-      `browser demo: ${model.dir}, backend ${got.backend}, ${got.segments.length} windows, ` +
-        `label ${got.label}, max |p_web - p_node| ${Math.max(...got.segments.map((s, i) => maxAbsDiff(s.probabilities, ref.segments[i]!.probabilities))).toExponential(2)}`,
+      `browser demo: ${model.dir}, backend ${got.backend}, ${got.segments.length} windows, label ${got.label}, ` +
+        `max |p_web - p_predict| ${Math.max(...got.segments.map((s, i) => maxAbsDiff(s.probabilities, inOrder(got.labels, want.segments[i]!.probabilities)))).toExponential(2)}`,
     );
     await page.close();
   });
 
   it('loads the export from picked files (no URL) and gives the same result', async () => {
-    const wav = path.join(tmp, 'clip.wav');
-    if (!fs.existsSync(wav)) fs.writeFileSync(wav, encodeWav(clip, model.manifest.sample_rate, 'pcm16'));
     const page = await demo.newPage();
     await page.goto(demo.server.origin + '/');
     expect(await page.evaluate(() => window.__emosllmStatus)).toBe('idle');
     // audio first: it waits for the model
-    await page.setInputFiles('#audio-file', wav);
+    await page.setInputFiles('#audio-file', wav7);
     await page.setInputFiles('#model-files', exportFiles(model.manifest).map((f) => path.join(model.dir, f)));
     await waitForStatus(page, ['done']);
-    const got = await page.evaluate(() => window.__emosllmResult as unknown as PageResult);
-    const samples = await page.evaluate(() => Float32Array.from(window.__emosllmSamples!));
-    const ref = await nodeReference(model.dir, model.manifest, samples);
-    expect(maxAbsDiff(got.aggregate, ref.aggregate)).toBeLessThanOrEqual(TOL);
+    expectSameAsPredict(await page.evaluate(() => window.__emosllmResult as unknown as PageResult), wav7);
     expect(await page.textContent('#model-status')).toContain('local files');
     await page.close();
   });
@@ -209,9 +238,9 @@ describe('browser demo (Chromium, onnxruntime-web)', () => {
     await waitForStatus(page, ['done']);
     const got = await page.evaluate(() => window.__emosllmResult as unknown as PageResult);
     expect(got.source).toBe('recording');
-    expect(got.durationSeconds).toBeGreaterThan(1);
+    expect(got.seconds).toBeGreaterThan(1);
     expect(got.segments.length).toBeGreaterThanOrEqual(1);
-    expect(Math.abs(got.aggregate.reduce((a, b) => a + b, 0) - 1)).toBeLessThan(1e-3);
+    expect(Math.abs(got.probabilities.reduce((a, b) => a + b, 0) - 1)).toBeLessThan(1e-3);
     expect(await page.isVisible('#result')).toBe(true);
     await page.close();
   });

@@ -136,10 +136,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
   return state;
 }
 
-export function registerDemo(program: Command): void {
-  program
-    .command('demo')
-    .description('synthesise a small labelled corpus (or use --data), train EmoSLLM (fbank + tiny LLM) on some speakers and evaluate it on others')
+/** The options and action of `emosllm demo` (its name and description are in commands.ts). */
+export function defineDemo(cmd: Command): void {
+  cmd
     .option('--data <dir>', 'use this corpus (folder with manifest.csv, a manifest, or a known corpus layout) instead of synthesising one')
     .option('--out <dir>', 'output folder', path.join('runs', 'demo'))
     .action(async (o: { data?: string; out?: string }) => {

@@ -4,9 +4,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors, type NamedTensorInput } from '../io/safetensors.ts';
+import { compareArrays } from '../models/parity/compare.ts';
 import { REPO_ROOT } from '../../test/fixtures-gen/paths.ts';
 
 const FIXTURES = path.resolve(REPO_ROOT, '../shared/fixtures/hf-parity');
+
+/** A temp fixtures root holding copies of the named hf-parity folders. */
+function copyFixtures(...names: string[]): string {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-parity-'));
+  for (const n of names) {
+    fs.cpSync(path.join(FIXTURES, n), path.join(root, n), { recursive: true });
+    for (const f of fs.readdirSync(path.join(root, n))) fs.chmodSync(path.join(root, n, f), 0o644);
+  }
+  return root;
+}
 
 /** The real CLI entry point, as a user runs it. */
 function cli(...args: string[]) {
@@ -52,5 +63,55 @@ describe('emosllm parity (CLI)', () => {
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
+  });
+
+  it('exits 1 when a folder is unrecognised', () => {
+    const root = copyFixtures('llama');
+    try {
+      fs.mkdirSync(path.join(root, 'notes'));
+      fs.writeFileSync(path.join(root, 'notes', 'expected.safetensors'), '');
+      const r = cli('parity', root);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/^notes\s+\*\s.*not covered \(unrecognised folder\)$/m);
+      expect(r.stdout).toMatch(/^\d+ passed, 0 failed, 1 not covered$/m);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('--only naming no folder is a one-line error, exit 1', () => {
+    const r = cli('parity', FIXTURES, '--only', 'lama');
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/no fixture folder "lama" \(folders: hubert, /);
+    expect(cli('parity', FIXTURES, '--only', 'wavlm,lama').code).toBe(1);
+  });
+
+  it('an encoder fixture tensor that no check compares is a not-covered row, exit 1', () => {
+    const root = copyFixtures('wav2vec2');
+    try {
+      const file = path.join(root, 'wav2vec2', 'expected.safetensors');
+      const exp = SafetensorsFile.open(file);
+      const tensors: NamedTensorInput[] = exp.infos().map((i) => ({ name: i.name, dtype: i.dtype, shape: i.shape, data: exp.read(i.name) }));
+      exp.close();
+      tensors.push({ name: 'pooled_output', dtype: 'F32', shape: [2, 32], data: new Float32Array(64) });
+      writeSafetensors(file, tensors);
+      const r = cli('parity', root);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/^wav2vec2\s+pooled_output\s.*not covered \(stored output without a check\)$/m);
+      expect(r.stdout).toMatch(/^\d+ passed, 0 failed, 1 not covered$/m);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('compareArrays', () => {
+  it('fails a row whose validity mask excludes every element', () => {
+    const r = compareArrays('f', 't', [1, 2, 3], [9, 9, 9], undefined, () => false);
+    expect(r.status).toBe('FAIL');
+    expect(r.note).toMatch(/excludes every element/);
+    expect(compareArrays('f', 't', [1, 2, 3], [1, 9, 3], undefined, (i) => i !== 1).status).toBe('pass');
+    expect(compareArrays('f', 't', [1, 2, 3], [1, 9, 3], undefined, (i) => i === 1).status).toBe('FAIL');
   });
 });

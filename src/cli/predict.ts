@@ -4,9 +4,12 @@ import type { Command } from 'commander';
 import { loadAudio16k } from '../audio/decode.ts';
 import { toCsv } from '../data/csv.ts';
 import { isAudioFile, walkFiles } from '../data/scan.ts';
-import { type PredictOptions, type SegmentMode, predictSamples } from '../eval/predict.ts';
+import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
+import { type PredictOptions, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
+import { hubFiles } from '../io/hub.ts';
+import { modelFolder } from './hub.ts';
 import { progress } from './progress.ts';
 
 export interface PredictFlags {
@@ -77,8 +80,8 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   const format = f.format ?? (f.out?.endsWith('.csv') ? 'csv' : 'jsonl');
   if (format !== 'jsonl' && format !== 'csv') throw new UserError(`--format must be jsonl or csv, got "${format}"`);
   const segment = f.segment ?? 'auto';
-  if (!['auto', 'whole', 'window', 'vad'].includes(segment)) throw new UserError(`--segment must be auto, whole, window or vad, got "${segment}"`);
-  const model = EmoSLLM.load(f.model);
+  if (!SEGMENT_MODES.includes(segment)) throw new UserError(`--segment must be one of ${SEGMENT_MODES.join(', ')}, got "${segment}"`);
+  const model = EmoSLLM.load(await modelFolder(f.model, hubFiles.emosllmModel));
   const labels = f.labels ? f.labels.split(',').map((s) => s.trim()).filter(Boolean) : model.labels;
   const o: PredictOptions = { segment, windowSeconds: num('--window', f.window), hopSeconds: num('--hop', f.hop), transcript: f.transcript, labels };
   const maxSeconds = num('--max-seconds', f.maxSeconds) ?? 3600;
@@ -131,18 +134,17 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   return { done: todo.length, skipped: files.length - todo.length, failed };
 }
 
-export function registerPredict(program: Command): void {
-  program
-    .command('predict')
-    .description('label audio files (any length: long audio gets a timeline of windows or speech segments)')
-    .requiredOption('--model <dir>', 'a trained model folder (the output of emosllm train)')
+/** The options and action of `emosllm predict` (its name and description are in commands.ts). */
+export function definePredict(cmd: Command): void {
+  cmd
+    .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .argument('<files...>', 'audio files or folders')
     .option('--out <file>', 'write results here (.jsonl or .csv); a rerun skips files already in it')
     .option('--format <jsonl|csv>', 'output format (default from --out, else jsonl)')
     .option('--labels <a,b,...>', "label set to choose from (default: the model's)")
     .option('--transcript <text>', 'transcript given to the LLM with every file')
     .option('--segment <auto|whole|window|vad>', 'auto: clips up to 10 s whole, longer ones in windows (default auto)')
-    .option('--window <s>', 'window length in seconds (default 3)')
+    .option('--window <s>', "window length in seconds (default: the model's training crop, 3 s)")
     .option('--hop <s>', 'window hop in seconds (default half the window)')
     .option('--max-seconds <s>', 'longest accepted file (default 3600)')
     .action(async (files: string[], f: PredictFlags) => {

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { SERVE_DEFAULTS, startServer } from '../serve/server.ts';
+import { hubFiles, parseHubId } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
+import { modelFolder } from './hub.ts';
 
 export interface ServeFlags {
   model: string;
@@ -34,8 +36,8 @@ function parseNumber(flag: string, v: string, o: { integer?: boolean; min: numbe
 export async function runServe(f: ServeFlags): Promise<void> {
   const timeout = parseNumber('--timeout', f.timeout, { min: 0.001 });
   const handle = await startServer({
-    model: f.model,
-    name: f.name,
+    model: await modelFolder(f.model, hubFiles.emosllmModel),
+    name: f.name ?? (parseHubId(f.model) ? f.model : undefined), // a snapshot folder is named by its commit
     host: f.host,
     port: parseNumber('--port', f.port, { integer: true, min: 0, max: 65535 }),
     queue: parseNumber('--queue', f.queue, { integer: true, min: 0 }),
@@ -68,11 +70,10 @@ export async function runServe(f: ServeFlags): Promise<void> {
   console.error('serve: stopped');
 }
 
-export function registerServe(program: Command): void {
-  program
-    .command('serve')
-    .description('HTTP inference server: POST /v1/emotion (audio in, label + timeline out), GET /v1/model, GET /healthz')
-    .requiredOption('--model <dir>', 'a trained model folder (the output of emosllm train)')
+/** The options and action of `emosllm serve` (its name and description are in commands.ts). */
+export function defineServe(cmd: Command): void {
+  cmd
+    .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .option('--host <addr>', 'address to listen on', SERVE_DEFAULTS.host)
     .option('--port <n>', 'port (0: a free one; the address is printed)', String(SERVE_DEFAULTS.port))
     .option('--queue <n>', 'requests waiting behind the running one; more get 503 + Retry-After', String(SERVE_DEFAULTS.queue))
@@ -80,7 +81,7 @@ export function registerServe(program: Command): void {
     .option('--max-bytes <n>', 'largest request body (413 past it); K/M/G suffixes', '50M')
     .option('--max-seconds <s>', 'longest audio (422 past it)', String(SERVE_DEFAULTS.maxSeconds))
     .option('--token <t>', 'require "Authorization: Bearer <t>" (default: env EMOSLLM_TOKEN; /healthz stays open)')
-    .option('--name <name>', 'model name in the answers (default: the model folder name)')
+    .option('--name <name>', 'model name in the answers (default: the model folder name, or the Hub id)')
     .action(async (f: ServeFlags) => {
       await runServe(f);
     });

@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { type TrainConfig, type TrainConfigInput, TrainConfigFields, defaultTrainConfig, llmDefaults, readTrainConfig } from '../train/config.ts';
 import { train } from '../train/trainer.ts';
 import { readJsonObject } from '../util/fs.ts';
-import { progress } from './progress.ts';
+import { downloadProgress, progress } from './progress.ts';
 
 /** A training option on the command line: the commander option and the config field it sets. */
 interface ConfigFlag {
@@ -115,18 +115,24 @@ export function trainConfigFromCommand(cmd: Command): TrainConfig {
 
 /** Runs training with a progress bar (or lines, off a terminal). */
 export async function runTrain(config: TrainConfig, out: string, resume: boolean) {
+  const download = downloadProgress();
   const features = progress('features');
   const bar = progress('train');
   try {
     return await train(config, out, {
       resume,
       hooks: {
-        onFeatures: (d, t) => features.update(d, t),
+        onDownload: (p) => download.update(p),
+        onFeatures: (d, t) => {
+          download.stop();
+          features.update(d, t);
+        },
         onStep: (p) =>
           bar.update(p.step, p.totalSteps, { epoch: String(p.epoch), loss: p.loss.toFixed(4), 'clips/s': p.samplesPerSecond.toFixed(1) }),
       },
     });
   } finally {
+    download.stop();
     features.stop();
     bar.stop();
   }
@@ -141,13 +147,14 @@ export function addTrainOptions(cmd: Command): Command {
   return cmd;
 }
 
-export function registerTrain(program: Command): void {
-  addTrainOptions(program.command('train').description('train EmoSLLM (QPMapper + LoRA or LLM weights) on a labelled corpus; the run folder is the model'))
+/** The options and action of `emosllm train` (its name and description are in commands.ts). */
+export function defineTrain(cmd: Command): void {
+  addTrainOptions(cmd)
     .option('--resume', 'continue the run in --out exactly where its last checkpoint stopped (with its saved configuration)')
-    .action(async (flags: { out: string; resume?: boolean }, cmd: Command) => {
-      const config = flags.resume ? readTrainConfig(flags.out) : trainConfigFromCommand(cmd);
+    .action(async (flags: { out: string; resume?: boolean }, c: Command) => {
+      const config = flags.resume ? readTrainConfig(flags.out) : trainConfigFromCommand(c);
       if (config.cacheDir) process.env.EMOSLLM_CACHE_DIR = config.cacheDir;
       const r = await runTrain(config, flags.out, flags.resume === true);
-      console.log(JSON.stringify({ out: r.out, steps: r.steps, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
+      console.log(JSON.stringify({ out: r.out, steps: r.steps, ...(r.resumedFrom !== undefined ? { resumed_from: r.resumedFrom } : {}), steps_run: r.stepsRun, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
     });
 }

@@ -79,26 +79,27 @@ describe('synthesizeCorpus (espeak-ng)', () => {
 });
 
 describe('emosllm demo (runDemo)', () => {
-  it('synthesises into <out>/corpus, trains on some speakers, evaluates on others; a second run reuses corpus and model', async () => {
+  it('synthesises into <out>/corpus, trains on some speakers, beats chance on the others; a second run reuses corpus and model', async () => {
     const { runDemo } = await import('../cli/demo.ts');
     const out = path.join(dir, 'demo');
-    const synth = { speakers: 4, sentences: 2, emotions: ['anger', 'neutral'] };
-    const train = { maxSteps: 3, batchSize: 4, cacheDir: path.join(dir, 'cache') };
+    const synth = { speakers: 6, sentences: 4, emotions: ['anger', 'neutral', 'sadness'] };
+    const train = { maxSteps: 40, batchSize: 8, cacheDir: path.join(dir, 'cache') };
     const lines: string[] = [];
     const s1 = await runDemo({ out, synth, train, log: (l) => lines.push(l) });
     expect(s1.corpusDir).toBe(path.join(out, 'corpus'));
-    expect(s1.summary!.clips).toBe(16);
+    expect(s1.summary!.clips).toBe(72);
     const text = lines.join('\n');
-    expect(text).toMatch(/synthesised 16 SYNTHETIC clips/);
-    expect(text).toMatch(/clips: 16 {3}speakers: 4 {3}labels: 2/);
+    expect(text).toMatch(/synthesised 72 SYNTHETIC clips/);
+    expect(text).toMatch(/clips: 72 {3}speakers: 6 {3}labels: 3/);
     // whole speakers: train, validation and test are disjoint
     const sp = s1.split!.speakers;
-    expect(new Set([...sp.train, ...sp.valid, ...sp.test]).size).toBe(4);
+    expect(new Set([...sp.train, ...sp.valid, ...sp.test]).size).toBe(6);
     expect(sp.test.length).toBeGreaterThan(0);
     const metrics = JSON.parse(fs.readFileSync(path.join(out, 'eval', 'metrics.json'), 'utf8'));
-    expect(metrics.labels).toEqual(['anger', 'neutral']);
+    expect(metrics.labels).toEqual(['anger', 'neutral', 'sadness']);
     expect(metrics.n).toBe(s1.split!.test.length);
-    for (const k of ['wa', 'ua', 'macro_f1']) expect(metrics[k]).toBeGreaterThanOrEqual(0);
+    // the test speakers' UA clears chance (1/3) by 20 points (measured: 95.8% on 24 clips after 40 steps)
+    expect(metrics.ua).toBeGreaterThan(1 / 3 + 0.2);
     expect(fs.readFileSync(path.join(out, 'eval', 'report.html'), 'utf8')).toMatch(/synthetic/i);
     expect(text).toMatch(/demo: test speakers .*: UA \d+\.\d%/);
     expect(text).toMatch(/SYNTHETIC \(espeak-ng prosody\)/);
@@ -107,5 +108,5 @@ describe('emosllm demo (runDemo)', () => {
     await runDemo({ out, synth, train, log: (l) => lines2.push(l) });
     expect(lines2.join('\n')).toMatch(/reusing the SYNTHETIC corpus/);
     expect(lines2.join('\n')).toMatch(/continuing the model/);
-  });
+  }, 400_000);
 });

@@ -5,17 +5,19 @@
  * `wrt` value to some output, in reverse topological order, and calls each op's gradient rule (ops.ts).
  * Nodes off those paths (frozen weights, masks, position tables) get no backward work at all, and a rule is
  * told which of its inputs need a gradient so it skips the others. Cotangents of a value used several
- * times are summed.
+ * times are summed. `wrt` may mix inputs and intermediate values (an intermediate's gradient is its total
+ * cotangent, kept while the walk goes on to its ancestors).
  */
 import { type Node, Value, isFloat, topoSort } from './ir.ts';
 import { OPS, add, constant, zerosLike } from './ops.ts';
 
 /**
  * Vector-Jacobian product: d(sum_i <outputs[i], cotangents[i]>) / d wrt[j], one Value per `wrt`
- * (zeros when an input does not influence the outputs).
+ * (zeros only when a value does not influence the outputs; a non-float `wrt` is an error).
  */
 export function vjp(outputs: Value[], cotangents: Value[], wrt: Value[]): Value[] {
   if (outputs.length !== cotangents.length) throw new Error('vjp: one cotangent per output');
+  for (const w of wrt) if (!isFloat(w.dtype)) throw new Error(`vjp: cannot differentiate with respect to ${w}: ${w.dtype} is not a float type`);
   outputs.forEach((o, i) => {
     const c = cotangents[i];
     if (c.dtype !== o.dtype || c.rank !== o.rank) throw new Error(`vjp: cotangent ${c} does not match output ${o}`);
@@ -26,6 +28,7 @@ export function vjp(outputs: Value[], cotangents: Value[], wrt: Value[]): Value[
   const depends = new Set<Value>(wrt);
   for (const n of nodes) if (n.inputs.some((x) => depends.has(x))) for (const o of n.outputs) depends.add(o);
 
+  const wanted = new Set<Value>(wrt);
   const grads = new Map<Value, Value>();
   const accumulate = (v: Value, g: Value) => {
     const prev = grads.get(v);
@@ -54,7 +57,7 @@ export function vjp(outputs: Value[], cotangents: Value[], wrt: Value[]): Value[
       if (g.dtype !== x.dtype) throw new Error(`gradient of ${node.op} (${node.name}) has dtype ${g.dtype}, input ${x.dtype}`);
       accumulate(x, g);
     });
-    for (const o of node.outputs) grads.delete(o); // free: each node is visited once
+    for (const o of node.outputs) if (!wanted.has(o)) grads.delete(o); // free: each node is visited once
   }
   return wrt.map((w) => grads.get(w) ?? zerosLike(w));
 }

@@ -6,7 +6,8 @@ import * as O from './ops.ts';
 import { OPS, INT_MAX } from './ops.ts';
 import { gelu, linear, maskedCrossEntropy, rmsNorm, silu } from './nn.ts';
 import { type GradcheckInput, gradcheck, rng } from './gradcheck.ts';
-import { grad } from './autodiff.ts';
+import { grad, vjp } from './autodiff.ts';
+import { compile } from './runtime.ts';
 import { topoSort } from './ir.ts';
 import type { Tensor } from './runtime.ts';
 
@@ -240,6 +241,36 @@ describe('autodiff', () => {
     const w = g.input('w', 'float32', [2, 2, 3]);
     const y = O.conv1d(x, w, undefined);
     expect(() => grad(O.reduceSum(y, [0, 1, 2]), [w])).toThrow(/no gradient for Conv.*forward only/);
+  });
+  it('gives the gradient of an intermediate value asked for together with its ancestors', async () => {
+    // y = sum(exp(h)), h = x * x: dy/dh = exp(h), dy/dx = 2 x exp(h)
+    const g = new Graph();
+    const x = g.input('x', 'float32', [3]);
+    const h = O.mul(x, x);
+    const y = O.reduceSum(O.exp(h), [0]);
+    const xs = Float32Array.from([0.5, -1, 0.25]);
+    for (const order of [[h, x], [x, h]]) {
+      const gs = grad(y, order);
+      const s = await compile({ gh: gs[order.indexOf(h)]!, gx: gs[order.indexOf(x)]! }, { cacheDir });
+      try {
+        const r = await s.run({ x: { dtype: 'float32', shape: [3], data: xs } });
+        const gh = r.gh.data as Float32Array;
+        const gx = r.gx.data as Float32Array;
+        xs.forEach((v, i) => {
+          expect(gh[i]).toBeCloseTo(Math.exp(v * v), 5);
+          expect(gx[i]).toBeCloseTo(2 * v * Math.exp(v * v), 5);
+        });
+      } finally {
+        await s.release();
+      }
+    }
+  });
+  it('refuses to differentiate with respect to an integer value', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [3]);
+    const k = g.input('k', 'int64', [3]);
+    const y = O.mul(x, O.cast(k, 'float32'));
+    expect(() => vjp([y], [O.constant(y, [1, 1, 1], [3])], [x, k])).toThrow(/int64 is not a float type/);
   });
   it('sums cotangents of a value used several times', async () => {
     const r = await gradcheck([{ shape: [3] }], ([x]) => O.add(O.mul(x, x), O.mul(O.exp(x), x)), { cacheDir });

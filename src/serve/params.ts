@@ -2,13 +2,13 @@
  * Request options of POST /v1/emotion (query parameters of a raw body, or the fields of a multipart form),
  * validated into PredictOptions before the request queues. Every problem is an HttpError 400 with one line.
  */
-import type { PredictOptions, SegmentMode } from '../eval/predict.ts';
+import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
+import type { PredictOptions } from '../eval/predict.ts';
 import type { EmoSLLM } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
 import { HttpError } from './errors.ts';
 
 export const PARAM_NAMES = ['transcript', 'labels', 'segment', 'window', 'hop'] as const;
-export const SEGMENT_MODES: SegmentMode[] = ['auto', 'whole', 'window', 'vad'];
 
 /** Bounds on request options (reported by GET /v1/model). */
 export const PARAM_LIMITS = {
@@ -47,7 +47,7 @@ export function parseParams(raw: Record<string, unknown>, model: EmoSLLM): Predi
   }
   if (v.window !== undefined) o.windowSeconds = seconds('window', v.window, PARAM_LIMITS.minWindowSeconds, PARAM_LIMITS.maxWindowSeconds);
   if (v.hop !== undefined) {
-    const win = o.windowSeconds ?? 3;
+    const win = o.windowSeconds ?? model.spec.audio.trainCropSeconds;
     o.hopSeconds = seconds('hop', v.hop, PARAM_LIMITS.minHopSeconds, win);
   }
   if (v.transcript !== undefined) {

@@ -41,11 +41,12 @@ import path from 'node:path';
 import multipart from '@fastify/multipart';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { DECODE_DEFAULTS, loadAudio16k, probeAudio, sniffFormat } from '../audio/decode.ts';
+import { SEGMENT_DEFAULTS, SEGMENT_MODES } from '../audio/segments.ts';
 import { type ClipPrediction, type PredictOptions, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
 import { HttpError, errorBody } from './errors.ts';
-import { PARAM_LIMITS, SEGMENT_MODES, parseParams } from './params.ts';
+import { PARAM_LIMITS, parseParams } from './params.ts';
 import { AbortedError, type Slot, WorkQueue } from './queue.ts';
 
 export const SERVE_DEFAULTS = {
@@ -283,7 +284,7 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
       ...(s.lora ? { lora: s.lora } : {}),
       prompt: { useTranscript: s.prompt.useTranscript },
       audio: { ...s.audio, sampleRate: SR },
-      segment: { modes: SEGMENT_MODES, default: 'auto', windowSeconds: 3, hopSeconds: 1.5, wholeMaxSeconds: 10 },
+      segment: { modes: SEGMENT_MODES, default: SEGMENT_DEFAULTS.segment, windowSeconds: s.audio.trainCropSeconds, hopSeconds: s.audio.trainCropSeconds / 2, wholeMaxSeconds: SEGMENT_DEFAULTS.wholeMaxSeconds },
       limits: { maxBytes, maxSeconds, timeoutMs, queue: queueSize, ...PARAM_LIMITS },
     };
   });

@@ -53,7 +53,7 @@ export const TrainConfigFields = z.strictObject({
   validFraction: z.number().min(0).lt(1).default(0.15).meta({ description: 'fraction of the training speakers held out for validation when there is no --valid-data (0 = none)' }),
   labelMap: z.string().optional().meta({ description: 'rename/merge/drop labels, e.g. "exc=hap,sur=-"', arg: 'map' }),
   labels: names().optional().meta({ description: 'label set (default: the labels of the training data, sorted)' }),
-  encoder: z.string().min(1).default('fbank').meta({ description: 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder', arg: 'fbank|dir' }),
+  encoder: z.string().min(1).default('fbank').meta({ description: 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder or Hub id org/name[@rev]', arg: 'fbank|dir|id' }),
   fbankStack: posInt().default(4).meta({ description: 'fbank only: frames concatenated per mapper frame (100 fps / stack)' }),
   // absolute level and spectral tilt carry arousal: keep them (no per-utterance CMVN) and normalise each
   // channel with training-set statistics instead (measured on emodb-dev, one held-out speaker: validation UA
@@ -61,7 +61,7 @@ export const TrainConfigFields = z.strictObject({
   fbankCmvn: z.boolean().default(false).meta({ description: 'fbank only: per-utterance mean/variance normalisation of the log-mel bins (removes loudness cues)' }),
   featureNorm: z.boolean().default(true).meta({ description: "normalise each encoder channel with the training data's mean and std (stored with the model)" }),
   encoderLayers: z.array(count()).min(1).optional().meta({ description: 'encoder hidden states mixed by the mapper (default all)', arg: 'i,j,...' }),
-  llm: z.string().min(1).default('tiny').meta({ description: 'LLM: the built-in tiny Llama or a Llama checkpoint folder', arg: 'tiny|dir' }),
+  llm: z.string().min(1).default('tiny').meta({ description: 'LLM: the built-in tiny Llama, or a Llama checkpoint folder or Hub id org/name[@rev]', arg: 'tiny|dir|id' }),
   tinyLlm: z.strictObject({ hiddenSize: posInt(), layers: posInt(), heads: posInt() }).optional().meta({ description: 'size of the built-in tiny LLM', cli: false }),
   llmTrain: z.enum(['lora', 'full', 'frozen']).meta({ description: 'how the LLM is adapted' }),
   lora: z

@@ -89,14 +89,16 @@ describe('resume', () => {
   const args = (out: string) => ['train', '--data', data, '--out', out, '--steps', '10', '--batch-size', '8', '--checkpoint-every', '2', '--eval-every', '5', '--seed', '3'];
   const files = ['mapper.safetensors', 'llm_weights.safetensors'];
 
-  function run(out: string, extra: string[] = []) {
+  /** Runs `emosllm train`; its last stdout line is the JSON summary. */
+  function run(out: string, extra: string[] = []): { summary: Record<string, unknown>; stderr: string } {
     const r = spawnSync(process.execPath, [CLI, ...args(out), ...extra], { encoding: 'utf8', env: cliEnv });
     if (r.status !== 0) throw new Error(`train failed: ${r.stderr}`);
+    return { summary: JSON.parse(r.stdout.trim().split('\n').pop()!), stderr: r.stderr };
   }
 
-  it('a run killed after a checkpoint and resumed ends with bit-identical weights to an uninterrupted run', async () => {
+  it('a run killed after a checkpoint resumes from that step and ends with bit-identical weights to an uninterrupted run', async () => {
     const full = path.join(tmp, 'full');
-    run(full);
+    expect(run(full).summary).toMatchObject({ steps: 10, steps_run: 10 });
 
     const cut = path.join(tmp, 'cut');
     const child: ChildProcess = spawn(process.execPath, [CLI, ...args(cut)], { env: cliEnv, stdio: 'ignore' });
@@ -113,10 +115,29 @@ describe('resume', () => {
     await exited;
     expect(fs.existsSync(path.join(cut, 'emosllm.json'))).toBe(false); // really interrupted: no model saved yet
 
-    run(cut, ['--resume']);
+    // the newest complete checkpoint (step 4, or a later one if the kill landed after it)
+    const ckpts = fs.readdirSync(path.join(cut, 'checkpoints')).filter((d) => fs.existsSync(path.join(cut, 'checkpoints', d, 'state.json'))).sort();
+    const from = Number(ckpts[ckpts.length - 1]!.slice('step-'.length));
+    expect(from).toBeGreaterThanOrEqual(4);
+    expect(from).toBeLessThan(10);
+    const resumed = run(cut, ['--resume']);
+    // a silent restart would give the same weights: the step counter must continue from the checkpoint
+    expect(resumed.summary).toMatchObject({ steps: 10, resumed_from: from, steps_run: 10 - from });
+    expect(resumed.stderr).toContain(`resume: from step ${from} `);
     for (const f of files) expect(fs.readFileSync(path.join(cut, f)).equals(fs.readFileSync(path.join(full, f))), f).toBe(true);
     const h1 = JSON.parse(fs.readFileSync(path.join(full, 'history.json'), 'utf8'));
     const h2 = JSON.parse(fs.readFileSync(path.join(cut, 'history.json'), 'utf8'));
     expect(h2).toEqual(h1);
+  }, 400_000); // three training processes: minutes on a busy machine
+
+  it('--resume without a checkpoint is a one-line error, not a fresh start', () => {
+    const out = path.join(tmp, 'no-checkpoint');
+    fs.mkdirSync(out);
+    // a run that stopped before its first checkpoint: its configuration, nothing else
+    fs.writeFileSync(path.join(out, 'train_config.json'), JSON.stringify(defaultTrainConfig({ data, maxSteps: 10, cacheDir })));
+    const r = spawnSync(process.execPath, [CLI, ...args(out), '--resume'], { encoding: 'utf8', env: cliEnv });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([`emosllm: error: ${out}: no checkpoint to resume from: run the same command without --resume to start over`]);
+    expect(fs.readdirSync(out)).toEqual(['train_config.json']);
   });
 });

@@ -38,6 +38,7 @@ import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import { type DownloadProgress, type HubFileSelection, hubFiles, resolveModelPath } from '../io/hub.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
 import { type TrainConfig, type TrainConfigInput, TRAIN_CONFIG_FILE, defaultTrainConfig, readTrainConfig } from './config.ts';
@@ -60,11 +61,18 @@ export interface TrainHooks {
   onStep?: (p: TrainProgress) => void;
   /** called while features are computed */
   onFeatures?: (done: number, total: number) => void;
+  /** called while a Hub model (--encoder/--llm given as org/name) is downloaded */
+  onDownload?: (p: DownloadProgress) => void;
 }
 
 export interface TrainResult {
   out: string;
+  /** the run's step counter at the end */
   steps: number;
+  /** optimiser steps this call took (steps - resumedFrom when resumed) */
+  stepsRun: number;
+  /** the checkpoint step a --resume continued from */
+  resumedFrom?: number;
   bestStep: number;
   bestUa: number;
   /** validation evaluation of the saved model (undefined without validation data) */
@@ -113,8 +121,9 @@ async function loadSplits(
   return { train, valid, labels };
 }
 
-function encoderSpec(c: TrainConfig): EncoderSpec {
-  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(c.encoder) };
+/** `encoderDir`: the local folder of a Hugging Face encoder (c.encoder may be a Hub id). */
+function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
+  return c.encoder === 'fbank' ? { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } } : { kind: 'hf', path: path.resolve(encoderDir) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -150,6 +159,8 @@ export async function train(
   let c: TrainConfig;
   if (opts.resume) {
     c = readTrainConfig(out);
+    // a run that stopped before its first checkpoint has nothing to continue: starting over is the user's call
+    if (!listCheckpoints(ckptRoot).length) throw new UserError('no checkpoint to resume from: run the same command without --resume to start over', out);
     log(`resume: ${out} (configuration from ${TRAIN_CONFIG_FILE})`);
   } else if (fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
     // (a folder with only train_config.json is a run that stopped before its first checkpoint: nothing to lose)
@@ -159,15 +170,18 @@ export async function train(
 
   const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
 
+  // Hub ids (org/name[@rev]) become their snapshot folders in the Hugging Face cache; train_config.json keeps the id.
+  const hub = (files: HubFileSelection) => ({ files, onProgress: opts.hooks?.onDownload, log });
+  const encoderDir = await resolveModelPath(c.encoder, hub(hubFiles.speechEncoder));
   // The built-in tiny LLM lives in the run folder: seeded, so a resume rebuilds exactly the same weights.
-  let llmDir = path.resolve(c.llm);
+  let llmDir = c.llm === 'tiny' ? '' : path.resolve(await resolveModelPath(c.llm, hub(hubFiles.llm)));
   if (c.llm === 'tiny') {
     llmDir = path.join(out, 'llm');
     if (!fs.existsSync(path.join(llmDir, 'config.json'))) writeTinyLlama(llmDir, { seed: c.seed, ...c.tinyLlm });
   }
   const model = EmoSLLM.create({
     labels,
-    encoder: encoderSpec(c),
+    encoder: encoderSpec(c, encoderDir),
     llmDir,
     llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
     llmTrain: c.llmTrain,
@@ -207,20 +221,20 @@ export async function train(
 
     const opt = new AdamW({ lr: c.lr, weightDecay: c.weightDecay });
     let state: TrainState = { step: 0, epoch: 0, batchInEpoch: 0, bestUa: -1, bestStep: 0, badEvals: 0, history: [] };
+    let resumedFrom: number | undefined;
     if (opts.resume) {
       const ck = loadCheckpoint(ckptRoot);
-      if (!ck) log('resume: no checkpoint yet, starting from step 0');
-      else {
-        for (const k of model.paramNames) {
-          const p = ck.params[k];
-          if (!p || p.length !== model.params[k].length) throw new UserError(`checkpoint has no parameter "${k}" of the right size`, ck.dir);
-          model.params[k].set(p);
-        }
-        state = ck.state;
-        const steps = Object.fromEntries(Object.keys(ck.moments.m).map((k) => [k, state.step]));
-        opt.loadState({ step: steps, expAvg: ck.moments.m, expAvgSq: ck.moments.v });
-        log(`resume: from step ${state.step} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch})`);
+      if (!ck) throw new UserError('no checkpoint to resume from', ckptRoot);
+      for (const k of model.paramNames) {
+        const p = ck.params[k];
+        if (!p || p.length !== model.params[k].length) throw new UserError(`checkpoint has no parameter "${k}" of the right size`, ck.dir);
+        model.params[k].set(p);
       }
+      state = ck.state;
+      resumedFrom = state.step;
+      const steps = Object.fromEntries(Object.keys(ck.moments.m).map((k) => [k, state.step]));
+      opt.loadState({ step: steps, expAvg: ck.moments.m, expAvgSq: ck.moments.v });
+      log(`resume: from step ${state.step} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch})`);
     }
     log(
       `train: ${trainClips.length} clips, ${validClips.length} validation clips, labels [${labels.join(', ')}]; ` +
@@ -349,7 +363,7 @@ export async function train(
       });
     }
     log(`saved model to ${out} (step ${bestStep}${lastValid ? `, validation UA ${(100 * lastValid.metrics.ua).toFixed(1)}%` : ''}) in ${seconds.toFixed(0)} s`);
-    return { out, steps: state.step, bestStep, bestUa: state.bestUa, valid: lastValid, history: state.history, seconds, stoppedEarly };
+    return { out, steps: state.step, stepsRun: state.step - (resumedFrom ?? 0), resumedFrom, bestStep, bestUa: state.bestUa, valid: lastValid, history: state.history, seconds, stoppedEarly };
   } finally {
     await model.release();
   }

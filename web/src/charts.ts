@@ -1,5 +1,5 @@
 /** Plain SVG charts: the aggregate probabilities as bars, the windows as a timeline. */
-import type { TimelineResult } from './timeline.ts';
+import type { Timeline } from '../../src/audio/segments.ts';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -57,8 +57,8 @@ export function barChart(labels: string[], values: number[], width = 560): SVGSV
   return svg;
 }
 
-/** Time axis with one lane per window (windows overlap when hop < window), coloured by the window's label. */
-export function timelineChart(r: TimelineResult, width = 760): SVGSVGElement {
+/** Time axis with one lane per segment (windows overlap when hop < window), coloured by the segment's label. */
+export function timelineChart(r: Timeline, width = 760): SVGSVGElement {
   const left = 40;
   const right = 12;
   const lane = 22;
@@ -66,10 +66,10 @@ export function timelineChart(r: TimelineResult, width = 760): SVGSVGElement {
   const axisH = 26;
   const n = r.segments.length;
   const height = top + n * lane + axisH;
-  const span = Math.max(r.durationSeconds, 1e-6);
+  const span = Math.max(r.seconds, 1e-6);
   const x = (t: number) => left + ((width - left - right) * t) / span;
   const svg = el('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', class: 'timeline' });
-  svg.appendChild(el('title', {}, 'Windows over time, coloured by their most probable label'));
+  svg.appendChild(el('title', {}, 'Segments over time, coloured by their most probable label'));
   // axis
   const axisY = top + n * lane + 4;
   svg.appendChild(el('line', { x1: left, x2: width - right, y1: axisY, y2: axisY, class: 'axis' }));
@@ -78,13 +78,13 @@ export function timelineChart(r: TimelineResult, width = 760): SVGSVGElement {
     svg.appendChild(el('line', { x1: x(t), x2: x(t), y1: axisY, y2: axisY + 5, class: 'axis' }));
     svg.appendChild(el('text', { x: x(t), y: axisY + 18, 'text-anchor': 'middle', class: 'tick' }, `${t}s`));
   }
-  for (const s of r.segments) {
+  for (const [index, s] of r.segments.entries()) {
     const li = r.labels.indexOf(s.label);
     const p = s.probabilities[li]!;
-    const y = top + s.index * lane;
-    const g = el('g', { class: 'segment', 'data-index': s.index });
+    const y = top + index * lane;
+    const g = el('g', { class: 'segment', 'data-index': index });
     g.appendChild(el('title', {}, `${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${s.label} ${pct(p)}`));
-    g.appendChild(el('text', { x: left - 6, y: y + lane / 2 + 4, 'text-anchor': 'end', class: 'tick' }, `#${s.index + 1}`));
+    g.appendChild(el('text', { x: left - 6, y: y + lane / 2 + 4, 'text-anchor': 'end', class: 'tick' }, `#${index + 1}`));
     g.appendChild(
       el('rect', {
         x: x(s.start),

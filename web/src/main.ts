@@ -1,20 +1,21 @@
 /**
  * The demo page: load an export (URL or picked files), take audio (file or microphone), run every window
- * on-device and show the verdict, the bar chart and the timeline.
+ * on-device and show the verdict, the bar chart and the timeline. Segmenting and aggregation are the ones
+ * `emosllm predict` uses (src/audio/segments.ts): clips up to 10 s whole, longer ones in windows.
  *
  * For tests and automation the page also exposes its state on window:
  *   __emosllmStatus  'idle' | 'loading-model' | 'ready' | 'decoding' | 'running' | 'done' | 'error'
  *   __emosllmModel   { labels, backend, ... } once a model is loaded
- *   __emosllmResult  the last result (TimelineResult + backend, source, timings)
- *   __emosllmSamples the 16 kHz mono samples that were passed to the model (windowed)
+ *   __emosllmResult  the last result (Timeline + backend, source, timings)
+ *   __emosllmSamples the 16 kHz mono samples that were passed to the model (segmented)
  *   __emosllmError   the last error message
  */
 import { decodeAudio, MicRecorder } from './audio.ts';
 import { barChart, labelColor, pct, timelineChart } from './charts.ts';
 import { type BackendChoice, type LoadedModel, exportBaseUrl, loadModel, type ModelSource } from './model.ts';
-import { type TimelineResult, runTimeline } from './timeline.ts';
+import { type Timeline, scoreTimeline } from '../../src/audio/segments.ts';
 
-export interface PageResult extends TimelineResult {
+export interface PageResult extends Timeline {
   runId: number;
   backend: string;
   source: string;
@@ -150,11 +151,14 @@ async function analyze(bytes: ArrayBuffer, name: string): Promise<void> {
     if (id !== runSeq) return;
     window.__emosllmSamples = clip.samples;
     setStatus('running');
-    const r = await runTimeline(clip.samples, m.manifest, m.infer, {
+    const mf = m.manifest;
+    const opts = { labels: mf.labels, sampleRate: mf.sample_rate, windowSeconds: mf.window_seconds, hopSeconds: mf.hop_seconds };
+    const r = await scoreTimeline(clip.samples, {
+      ...opts,
       onProgress: (done, total) => {
-        if (id === runSeq) say(ui.audioStatus, `${name}: ${clip.durationSeconds.toFixed(2)} s, window ${Math.min(done + 1, total)} of ${total}…`);
+        if (id === runSeq) say(ui.audioStatus, `${name}: ${clip.durationSeconds.toFixed(2)} s, segment ${Math.min(done + 1, total)} of ${total}…`);
       },
-    });
+    }, m.infer);
     const t2 = performance.now();
     if (id !== runSeq) return;
     const result: PageResult = { ...r, runId: id, backend: m.backend, source: name, decodeMs: t1 - t0, inferMs: t2 - t1 };
@@ -173,8 +177,8 @@ function render(r: PageResult, channels: number): void {
   const best = r.labels.indexOf(r.label);
   ui.topLabel.textContent = r.label;
   ui.topLabel.style.color = labelColor(r.label, best);
-  ui.topP.textContent = `${pct(r.aggregate[best]!)} mean over ${r.segments.length} window${r.segments.length > 1 ? 's' : ''}`;
-  ui.bars.replaceChildren(barChart(r.labels, r.aggregate));
+  ui.topP.textContent = r.segments.length > 1 ? `${pct(r.probabilities[best]!)} duration-weighted mean over ${r.segments.length} windows` : `${pct(r.probabilities[best]!)} (scored whole)`;
+  ui.bars.replaceChildren(barChart(r.labels, r.probabilities));
   ui.timeline.replaceChildren(timelineChart(r));
 
   const head = document.createElement('tr');
@@ -183,10 +187,10 @@ function render(r: PageResult, channels: number): void {
     th.textContent = h;
     head.appendChild(th);
   }
-  const rows = r.segments.map((s) => {
+  const rows = r.segments.map((s, index) => {
     const tr = document.createElement('tr');
-    tr.dataset.index = String(s.index);
-    const cells = [`${s.index + 1}`, `${s.start.toFixed(2)} s`, `${s.end.toFixed(2)} s`];
+    tr.dataset.index = String(index);
+    const cells = [`${index + 1}`, `${s.start.toFixed(2)} s`, `${s.end.toFixed(2)} s`];
     for (const c of cells) {
       const td = document.createElement('td');
       td.textContent = c;
@@ -209,7 +213,7 @@ function render(r: PageResult, channels: number): void {
   });
   ui.segments.replaceChildren(head, ...rows);
   ui.resultMeta.textContent =
-    `${r.source}: ${r.durationSeconds.toFixed(2)} s (${channels} ch → mono ${r.sampleRate} Hz), ${r.segments.length} windows, ` +
+    `${r.source}: ${r.seconds.toFixed(2)} s (${channels} ch → mono ${r.sampleRate} Hz), ${r.segments.length} segment${r.segments.length > 1 ? 's' : ''}, ` +
     `decoded in ${r.decodeMs.toFixed(0)} ms, model ${r.inferMs.toFixed(0)} ms on ${r.backend === 'webgpu' ? 'WebGPU' : 'WASM'}.`;
   ui.result.hidden = false;
 }

@@ -3,15 +3,15 @@
  *
  *   manifest.json  {"format": "emosllm-onnx/1", "labels": [...], "sample_rate": 16000, "window_seconds": 3,
  *                   "hop_seconds": 1.5, "model": "model.onnx", "external_data": ["model.onnx.data"]?}
- *   model.onnx     input "audio": float32 [1, samples] (16 kHz mono in [-1, 1], 0.025 s .. window_seconds);
+ *   model.onnx     input "audio": float32 [1, samples] (16 kHz mono in [-1, 1], 0.025 s .. max_seconds);
  *                  outputs "probabilities" and "scores": float32 [1, labels.length].
  *
  * Pure (no DOM, no Node APIs): the page and the Node tests both use it.
  */
 
+import { MIN_INPUT_SECONDS } from '../../src/audio/segments.ts';
+
 export const EXPORT_FORMAT = 'emosllm-onnx/1';
-/** The shortest input the model accepts (contract: 0.025 s). */
-export const MIN_INPUT_SECONDS = 0.025;
 export const INPUT_NAME = 'audio';
 export const OUTPUT_PROBABILITIES = 'probabilities';
 export const OUTPUT_SCORES = 'scores';

@@ -4,7 +4,7 @@
  */
 import * as ort from 'onnxruntime-web';
 import { type ExportManifest, INPUT_NAME, OUTPUT_PROBABILITIES, OUTPUT_SCORES, parseManifest } from './manifest.ts';
-import type { InferFn } from './timeline.ts';
+import type { ScoreFn } from '../../src/audio/segments.ts';
 
 export type Backend = 'webgpu' | 'wasm';
 export type BackendChoice = Backend | 'auto';
@@ -18,7 +18,7 @@ export interface LoadedModel {
   backendNote?: string;
   /** Where the model came from, for display. */
   where: string;
-  infer: InferFn;
+  infer: ScoreFn;
   release(): Promise<void>;
 }
 
@@ -144,7 +144,7 @@ export async function loadModel(src: ModelSource, choice: BackendChoice = 'auto'
     backend = 'wasm';
     session = await createSession(l, backend);
   }
-  const infer: InferFn = async (samples) => {
+  const infer: ScoreFn = async (samples) => {
     const feeds = { [INPUT_NAME]: new ort.Tensor('float32', samples.slice(), [1, samples.length]) };
     const out = await session.run(feeds);
     const p = out[OUTPUT_PROBABILITIES]!;

@@ -19,8 +19,8 @@ export interface Tolerance {
 export const DEFAULT_TOL: Tolerance = { atol: 1e-4, rtol: 1e-4 };
 
 /**
- * Element-wise |ours - ref| <= atol + rtol * |ref| on the positions where `valid` (if given) is true.
- * maxRel is max |ours - ref| / max(|ref|, tiny), for the table.
+ * Element-wise |ours - ref| <= atol + rtol * |ref| on the positions where `valid` (if given) is true; a mask
+ * that leaves nothing to compare fails (it would pass anything). maxRel is max |ours - ref| / max(|ref|, tiny).
  */
 export function compareArrays(
   folder: string,
@@ -35,8 +35,10 @@ export function compareArrays(
   let maxAbs = 0;
   let maxRel = 0;
   let ok = true;
+  let compared = 0;
   for (let i = 0; i < ref.length; i++) {
     if (valid && !valid(i)) continue;
+    compared++;
     const a = ours[i];
     const b = ref[i];
     const d = Math.abs(a - b);
@@ -45,6 +47,7 @@ export function compareArrays(
     const r = d / Math.max(Math.abs(b), 1e-12);
     if (r > maxRel) maxRel = r;
   }
+  if (valid && compared === 0 && ref.length > 0) return { folder, tensor, maxAbs: NaN, maxRel: NaN, status: 'FAIL', note: 'the validity mask excludes every element' };
   return { folder, tensor, maxAbs, maxRel, status: ok ? 'pass' : 'FAIL' };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Parity of our wav2vec2 / HuBERT / WavLM encoders with the HF reference outputs in an hf-parity folder
  * (`expected.safetensors`; see ../shared/fixtures/hf-parity/README.md). Frame tensors are compared on valid
- * frames only (`frame_mask`), integer tensors exactly.
+ * frames only (`frame_mask`), integer tensors exactly. Every stored tensor that is neither an input nor
+ * compared gets a "not covered" row.
  */
 import path from 'node:path';
 import { normalizeWaveform } from '../../audio/normalize.ts';
@@ -10,7 +11,10 @@ import { type CompiledGraph, type Tensor, compile } from '../../graph/runtime.ts
 import { SafetensorsFile } from '../../io/safetensors.ts';
 import { loadSpeechEncoder } from '../encoder.ts';
 import { relativePositionBuckets } from '../wavlm.ts';
-import { DEFAULT_TOL, type ParityRow, compareArrays } from './compare.ts';
+import { DEFAULT_TOL, type ParityRow, compareArrays, notCovered } from './compare.ts';
+
+/** Stored tensors the checks feed in rather than compare. */
+const isInput = (n: string) => ['input_values', 'attention_mask', 'input_lengths', 'wavlm.relative_positions'].includes(n) || /^raw_audio\.\d+$/.test(n);
 
 const toNumbers = (a: ArrayLike<number | bigint>): Float64Array => Float64Array.from(a as ArrayLike<number>, (x) => Number(x));
 
@@ -29,6 +33,12 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
   const exp = SafetensorsFile.open(path.join(dir, 'expected.safetensors'));
   try {
     const rows: ParityRow[] = [];
+    const compared = new Set<string>();
+    /** a row comparing the stored tensor `ref` */
+    const push = (ref: string, row: ParityRow) => {
+      compared.add(ref);
+      rows.push(row);
+    };
     const has = (n: string) => exp.has(n);
     const f32 = (n: string) => exp.readF32(n);
     const shapeOf = (n: string) => exp.info(n).shape;
@@ -49,7 +59,7 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
       const padded = new Float32Array(S);
       padded.set(raw.subarray(0, Math.min(raw.length, S)));
       const ours = normalizeWaveform(padded, { doNormalize: enc.preprocessor.doNormalize, validLength: raw.length, paddingValue: enc.preprocessor.paddingValue });
-      rows.push(compareArrays(name, `input_values[${b}] (from ${rawName})`, ours, inputValues.subarray(b * S, (b + 1) * S), { atol: 1e-5, rtol: 0 }));
+      push('input_values', compareArrays(name, `input_values[${b}] (from ${rawName})`, ours, inputValues.subarray(b * S, (b + 1) * S), { atol: 1e-5, rtol: 0 }));
     }
 
     // main run: batch with attention mask; symbolic batch and samples (the single-item run reuses the session)
@@ -84,7 +94,7 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
     const refMask = exp.readI64('frame_mask');
     const T = shapeOf('frame_mask')[1];
     const ourMask = res.frame_mask;
-    rows.push(compareArrays(name, 'frame_mask', toNumbers(ourMask.data as Uint8Array), toNumbers(refMask), { atol: 0, rtol: 0 }));
+    push('frame_mask', compareArrays(name, 'frame_mask', toNumbers(ourMask.data as Uint8Array), toNumbers(refMask), { atol: 0, rtol: 0 }));
     const validBTX = (X: number) => (i: number) => refMask[Math.floor(i / (T * X)) * T + (Math.floor(i / X) % T)] !== 0n;
     const validBCT = (C: number) => (i: number) => refMask[Math.floor(i / (C * T)) * T + (i % T)] !== 0n;
 
@@ -92,15 +102,15 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
       if (!has(refName)) return;
       const refShape = shapeOf(refName);
       if (!ours) {
-        rows.push({ folder: name, tensor: refName, maxAbs: NaN, maxRel: NaN, status: 'FAIL', note: 'not produced' });
+        push(refName, { folder: name, tensor: refName, maxAbs: NaN, maxRel: NaN, status: 'FAIL', note: 'not produced' });
         return;
       }
       if (ours.shape.join(',') !== refShape.join(',')) {
-        rows.push({ folder: name, tensor: refName, maxAbs: Infinity, maxRel: Infinity, status: 'FAIL', note: `shape [${ours.shape}] vs reference [${refShape}]` });
+        push(refName, { folder: name, tensor: refName, maxAbs: Infinity, maxRel: Infinity, status: 'FAIL', note: `shape [${ours.shape}] vs reference [${refShape}]` });
         return;
       }
       const valid = layout === 'BCT' ? validBCT(refShape[1]) : validBTX(refShape[2]);
-      rows.push(compareArrays(name, refName, ours.data as Float32Array, f32(refName), DEFAULT_TOL, valid));
+      push(refName, compareArrays(name, refName, ours.data as Float32Array, f32(refName), DEFAULT_TOL, valid));
     };
 
     frameTensor('conv_features', res.conv_features, 'BCT');
@@ -129,7 +139,8 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
       const ref = f32('single.1.last_hidden_state');
       const ours = single.last_hidden_state;
       const refShape = shapeOf('single.1.last_hidden_state');
-      rows.push(
+      push(
+        'single.1.last_hidden_state',
         ours.shape.join(',') === refShape.join(',')
           ? compareArrays(name, 'single.1.last_hidden_state', ours.data as Float32Array, ref)
           : { folder: name, tensor: 'single.1.last_hidden_state', maxAbs: Infinity, maxRel: Infinity, status: 'FAIL', note: `shape [${ours.shape}] vs reference [${refShape}]` },
@@ -145,13 +156,15 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
       const r3 = await withSession({ buckets }, `${name}/wavlm-buckets`, (s) =>
         s.run({ relative_positions: { dtype: 'int64', shape: [rel.length], data: rel } }),
       );
-      rows.push(
+      push(
+        'wavlm.relative_position_buckets',
         compareArrays(name, 'wavlm.relative_position_buckets', toNumbers(r3.buckets.data as BigInt64Array), toNumbers(exp.readI64('wavlm.relative_position_buckets')), {
           atol: 0,
           rtol: 0,
         }),
       );
     }
+    for (const n of exp.names()) if (!compared.has(n) && !isInput(n)) rows.push({ ...notCovered(name, 'stored output without a check'), tensor: n });
     return rows;
   } finally {
     exp.close();

@@ -41,11 +41,14 @@ export interface ParityOptions {
 
 export async function runParity(root: string, opts: ParityOptions = {}): Promise<ParityRow[]> {
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UserError('not a directory', root);
-  const folders = fs
+  const all = fs
     .readdirSync(root)
     .filter((f) => fs.statSync(path.join(root, f)).isDirectory())
-    .filter((f) => !opts.only || opts.only.includes(f))
     .sort();
+  const unknown = opts.only?.filter((f) => !all.includes(f)) ?? [];
+  if (unknown.length) throw new UserError(`no fixture folder ${unknown.map((f) => JSON.stringify(f)).join(', ')} (folders: ${all.join(', ') || 'none'})`, root);
+  const folders = all.filter((f) => !opts.only || opts.only.includes(f));
+  if (folders.length === 0) throw new UserError('no fixture folders to check', root);
   const rows: ParityRow[] = [];
   for (const name of folders) {
     const dir = path.join(root, name);

@@ -1,0 +1,23 @@
+/** The export manifest reader shared by the page and Node (no browser needed). */
+import { describe, expect, it } from 'vitest';
+import { EXPORT_FORMAT, exportFiles, parseManifest } from './src/manifest.ts';
+
+describe('parseManifest', () => {
+  const good = { format: EXPORT_FORMAT, labels: ['anger', 'neutral'], sample_rate: 16000, window_seconds: 3, hop_seconds: 1.5, model: 'model.onnx' };
+  it('accepts the contract, with or without external data', () => {
+    expect(parseManifest(good)).toEqual(good);
+    const ext = parseManifest({ ...good, external_data: ['model.onnx.data'] });
+    expect(exportFiles(ext)).toEqual(['manifest.json', 'model.onnx', 'model.onnx.data']);
+  });
+  it('names the bad field', () => {
+    expect(() => parseManifest({ ...good, format: 'x' })).toThrow(/format/);
+    expect(() => parseManifest({ ...good, labels: [] })).toThrow(/labels/);
+    expect(() => parseManifest({ ...good, labels: ['a', 'a'] })).toThrow(/duplicates/);
+    expect(() => parseManifest({ ...good, hop_seconds: 4 })).toThrow(/hop_seconds/);
+    expect(() => parseManifest({ ...good, sample_rate: 0 })).toThrow(/sample_rate/);
+    expect(() => parseManifest({ ...good, model: '../x.onnx' })).toThrow(/model/);
+    expect(() => parseManifest({ ...good, model: 'https://cdn.example/x.onnx' })).toThrow(/model/);
+    expect(() => parseManifest({ ...good, external_data: ['/etc/passwd'] })).toThrow(/external_data\[0\]/);
+    expect(() => parseManifest([])).toThrow(/object/);
+  });
+});
