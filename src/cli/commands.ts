@@ -49,6 +49,11 @@ export const commands: CliCommand[] = [
     define: async () => (await import('./parity.ts')).defineParity,
   },
   {
+    name: 'convert',
+    description: 'rewrite a torch .bin checkpoint folder (or Hub id) as safetensors, every tensor as stored, so weights load in place',
+    define: async () => (await import('./convert.ts')).defineConvert,
+  },
+  {
     name: 'data',
     description: 'inspect labelled speech corpora (manifests, EmoDB, RAVDESS, CREMA-D, TESS, IEMOCAP, MELD)',
     define: async () => (await import('./data.ts')).defineData,
