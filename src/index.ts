@@ -16,5 +16,6 @@ export { predictSamples, type ClipPrediction, type PredictOptions, type Segment 
 export { runEval, type RunEvalOptions } from './eval/run.ts';
 export type { EvalResult, Prediction } from './eval/evaluate.ts';
 export type { ClassMetrics, Metrics } from './eval/metrics.ts';
-export { defaultTrainConfig, train, type TrainConfig, type TrainHooks, type TrainProgress, type TrainResult } from './train/trainer.ts';
+export { defaultTrainConfig, readTrainConfig, TrainConfigSchema, type TrainConfig, type TrainConfigInput } from './train/config.ts';
+export { train, type TrainHooks, type TrainProgress, type TrainResult } from './train/trainer.ts';
 export { UserError } from './util/errors.ts';
