@@ -3,10 +3,9 @@ import { exportModel } from '../export/export.ts';
 import { UserError } from '../util/errors.ts';
 import { trainedModelFolder } from './hub.ts';
 
-export function registerExport(program: Command): void {
-  program
-    .command('export')
-    .description('export a trained model as ONNX files that run with plain ONNX Runtime (node, web) and a manifest.json')
+/** The options and action of `emosllm export` (its name and description are in commands.ts). */
+export function defineExport(cmd: Command): void {
+  cmd
     .argument('<model-dir|id>', 'a trained model folder, or a Hub id org/name[@rev] of one')
     .requiredOption('--onnx <dir>', 'output folder (model.onnx, encoder/mapper/llm.onnx, manifest.json)')
     .option('--no-stages', 'write only the all-in-one model.onnx')

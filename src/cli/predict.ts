@@ -133,10 +133,9 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   return { done: todo.length, skipped: files.length - todo.length, failed };
 }
 
-export function registerPredict(program: Command): void {
-  program
-    .command('predict')
-    .description('label audio files (any length: long audio gets a timeline of windows or speech segments)')
+/** The options and action of `emosllm predict` (its name and description are in commands.ts). */
+export function definePredict(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .argument('<files...>', 'audio files or folders')
     .option('--out <file>', 'write results here (.jsonl or .csv); a rerun skips files already in it')

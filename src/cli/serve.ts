@@ -70,10 +70,9 @@ export async function runServe(f: ServeFlags): Promise<void> {
   console.error('serve: stopped');
 }
 
-export function registerServe(program: Command): void {
-  program
-    .command('serve')
-    .description('HTTP inference server: POST /v1/emotion (audio in, label + timeline out), GET /v1/model, GET /healthz')
+/** The options and action of `emosllm serve` (its name and description are in commands.ts). */
+export function defineServe(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .option('--host <addr>', 'address to listen on', SERVE_DEFAULTS.host)
     .option('--port <n>', 'port (0: a free one; the address is printed)', String(SERVE_DEFAULTS.port))

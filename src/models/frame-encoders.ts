@@ -107,7 +107,7 @@ export class HFFrameEncoder implements FrameEncoder {
     const h = crypto.createHash('sha256');
     h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 1, config: encoder.config, preprocessor: encoder.preprocessor }));
     // A changed weight file (new inode, size or mtime) is a different encoder: no stale cache hits.
-    for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors')).sort()) {
+    for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors') || n.endsWith('.bin')).sort()) {
       const st = fs.statSync(path.join(encoder.dir, f));
       h.update(`${fs.realpathSync(path.join(encoder.dir, f))}:${st.size}:${st.mtimeMs}\n`);
     }
