@@ -20,10 +20,18 @@ module.exports = {
     ...layerRules,
     {
       name: 'layer-unknown',
-      comment: `every src/ folder is one of the layers (${LAYERS.join(', ')})`,
+      comment: `every src/ folder is one of the layers (${LAYERS.join(', ')}); src/index.ts is the package entry`,
       severity: 'error',
       from: { path: '^src/' },
-      to: { path: '^src/', pathNot: `^src/(${LAYERS.join('|')})/` },
+      to: { path: '^src/', pathNot: `^src/((${LAYERS.join('|')})/|index\\.ts$)` },
+    },
+    {
+      // No layer rule has src/index.ts as `from`: the package entry sits above every layer and imports from any.
+      name: 'package-entry',
+      comment: 'src/index.ts (the programmatic API) is what the package exports: no module in src/ or web/ imports it',
+      severity: 'error',
+      from: { pathNot: NOT_TEST },
+      to: { path: '^src/index\\.ts$' },
     },
     {
       name: 'web-layers',

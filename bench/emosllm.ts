@@ -30,7 +30,8 @@ import { EmoSLLM } from '../src/models/emosllm.ts';
 import { openFrameEncoder, releaseFrameEncoder } from '../src/models/frame-encoders.ts';
 import { builtinLlama3TokenizerDir } from '../src/models/prompt.ts';
 import { writeTinyLlama } from '../src/models/tiny.ts';
-import { type TrainConfig, defaultTrainConfig, train } from '../src/train/trainer.ts';
+import { type TrainConfig, defaultTrainConfig } from '../src/train/config.ts';
+import { train } from '../src/train/trainer.ts';
 import { llama1bCheckpoint, wavlmBasePlusCheckpoint } from './models.ts';
 import { log, median, round } from './util.ts';
 

@@ -17,7 +17,8 @@ import { argmax } from '../src/audio/segments.ts';
 import { loadDataset } from '../src/data/dataset.ts';
 import { exportModel } from '../src/export/export.ts';
 import { sessionOptions } from '../src/graph/runtime.ts';
-import { defaultTrainConfig, train } from '../src/train/trainer.ts';
+import { defaultTrainConfig } from '../src/train/config.ts';
+import { train } from '../src/train/trainer.ts';
 import { log, median, round } from './util.ts';
 
 const EMODB = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../shared/data/emodb-dev');

@@ -25,7 +25,7 @@ import { exportModel } from '../src/export/export.ts';
 import { REPO_ROOT, emodbDev } from '../test/fixtures-gen/paths.ts';
 import { trainSmallModel } from '../test/fixtures-gen/model.ts';
 import { type BrowserDemo, startBrowserDemo } from './harness.ts';
-import { type ExportManifest, exportFiles, parseManifest } from './src/manifest.ts';
+import { type ExportManifest, exportFiles, parseManifest } from '../src/export/manifest.ts';
 
 const TOL = 1e-3;
 const CLI = path.join(REPO_ROOT, 'bin/emosllm.mjs');
@@ -35,14 +35,20 @@ interface PageResult extends Timeline {
   source: string;
 }
 
-/** The export under test and the model folder it was exported from: EMOSLLM_WEB_MODEL_DIR, or a model trained and exported into `tmp`. */
+/**
+ * The export under test and the model folder it was exported from: EMOSLLM_WEB_MODEL_DIR (an export) with
+ * EMOSLLM_WEB_MODEL_FROM (its model folder: the manifest names no local path), or a model trained and exported
+ * into `tmp`.
+ */
 async function modelUnderTest(tmp: string): Promise<{ dir: string; modelDir: string; manifest: ExportManifest }> {
   const given = process.env.EMOSLLM_WEB_MODEL_DIR;
   const dir = given ? path.resolve(given) : path.join(tmp, 'export');
   const trained = given ? undefined : await trainSmallModel(tmp);
   if (trained) await exportModel(trained, dir, { log: () => {} });
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
-  return { dir, modelDir: trained ?? json.source, manifest: parseManifest(json) };
+  const modelDir = trained ?? process.env.EMOSLLM_WEB_MODEL_FROM;
+  if (!modelDir) throw new Error('EMOSLLM_WEB_MODEL_DIR needs EMOSLLM_WEB_MODEL_FROM, the model folder it was exported from');
+  return { dir, modelDir, manifest: parseManifest(json) };
 }
 
 /** `seconds` of real speech: emodb-dev clips back to back (four speakers, cycled). */

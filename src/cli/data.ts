@@ -26,8 +26,8 @@ export async function dataSummary(spec: string, opts: DataSummaryOptions, out: (
   out(opts.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));
 }
 
-export function registerData(program: Command): void {
-  const data = program.command('data').description('inspect labelled speech corpora (manifests, EmoDB, RAVDESS, CREMA-D, TESS, IEMOCAP, MELD)');
+/** The options and action of `emosllm data` (its name and description are in commands.ts). */
+export function defineData(data: Command): void {
   data
     .command('summary')
     .description('clips per label and per speaker, and clip durations, of a corpus folder or manifest')

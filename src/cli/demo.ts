@@ -8,7 +8,8 @@ import { ensureSynthCorpus, type SynthOptions } from '../data/synth.ts';
 import type { Dataset } from '../data/types.ts';
 import { type SpeakerSplit, speakerSplit } from '../data/splits.ts';
 import type { Metrics } from '../eval/metrics.ts';
-import { type TrainConfig, defaultTrainConfig, train } from '../train/trainer.ts';
+import { TRAIN_CONFIG_FILE, type TrainConfigInput } from '../train/config.ts';
+import { train } from '../train/trainer.ts';
 import { runEval } from '../eval/run.ts';
 import { progress } from './progress.ts';
 
@@ -20,7 +21,7 @@ export interface DemoOptions {
   /** Synthesis parameters (tests use a smaller corpus). */
   synth?: SynthOptions;
   /** Training options over the defaults (tests train fewer steps). */
-  train?: Partial<TrainConfig>;
+  train?: Omit<TrainConfigInput, 'data'>;
   log?: (line: string) => void;
 }
 
@@ -92,10 +93,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
         );
         const bar = progress('train');
         // a second demo run continues (or reuses) the first one's model instead of refusing to overwrite it
-        const resume = fs.existsSync(path.join(state.modelDir, 'train_config.json'));
+        const resume = fs.existsSync(path.join(state.modelDir, TRAIN_CONFIG_FILE));
         if (resume) log(`train: continuing the model in ${state.modelDir} (delete it to train from scratch)`);
         try {
-          const r = await train(defaultTrainConfig({ data: state.corpusDir, ...opts.train }), state.modelDir, {
+          const r = await train({ data: state.corpusDir, ...opts.train }, state.modelDir, {
             resume,
             items: { train: split.train, valid: split.valid },
             hooks: { log, onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.loss.toFixed(3), 'clips/s': p.samplesPerSecond.toFixed(1) }) },
@@ -135,10 +136,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoState> {
   return state;
 }
 
-export function registerDemo(program: Command): void {
-  program
-    .command('demo')
-    .description('synthesise a small labelled corpus (or use --data), train EmoSLLM (fbank + tiny LLM) on some speakers and evaluate it on others')
+/** The options and action of `emosllm demo` (its name and description are in commands.ts). */
+export function defineDemo(cmd: Command): void {
+  cmd
     .option('--data <dir>', 'use this corpus (folder with manifest.csv, a manifest, or a known corpus layout) instead of synthesising one')
     .option('--out <dir>', 'output folder', path.join('runs', 'demo'))
     .action(async (o: { data?: string; out?: string }) => {

@@ -3,9 +3,8 @@ import { runCv } from '../eval/cv.ts';
 import { type RunEvalOptions, runEval } from '../eval/run.ts';
 import { train } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
-import { type TrainFlags, addTrainOptions, givenFlags, trainConfigFromFlags } from './train.ts';
-import { hubFiles } from '../io/hub.ts';
-import { modelFolder } from './hub.ts';
+import { addTrainOptions, trainConfigFromCommand } from './train.ts';
+import { trainedModelFolder } from './hub.ts';
 import { progress } from './progress.ts';
 
 /** `eval` with a progress bar. */
@@ -18,16 +17,14 @@ async function evalWithProgress(f: RunEvalOptions) {
   }
 }
 
-export function registerCv(program: Command): void {
-  const cmd = program
-    .command('cv')
-    .description('leave-one-speaker-out (or -session-out) cross-validation: train and evaluate one model per fold')
+/** The options and action of `emosllm cv` (its name and description are in commands.ts). */
+export function defineCv(cmd: Command): void {
+  cmd
     .requiredOption('--by <speaker|session>', 'the group held out in each fold')
     .option('--folds <g,...>', 'run only these groups (e.g. 03,08)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean));
-  addTrainOptions(cmd).action(async (flags: TrainFlags & { by: string; folds?: string[] }, c: Command) => {
-    const f = givenFlags(c, flags);
+  addTrainOptions(cmd).action(async (f: { by: string; folds?: string[]; out: string }, c: Command) => {
     if (f.by !== 'speaker' && f.by !== 'session') throw new UserError(`--by must be speaker or session, got "${f.by}"`);
-    const base = trainConfigFromFlags(f);
+    const base = trainConfigFromCommand(c);
     const r = await runCv({
       data: base.data,
       labelMap: base.labelMap,
@@ -42,16 +39,15 @@ export function registerCv(program: Command): void {
   });
 }
 
-export function registerEval(program: Command): void {
-  program
-    .command('eval')
-    .description('evaluate a trained model on a labelled corpus: metrics.json, predictions.jsonl, report.html')
+/** The options and action of `emosllm eval` (its name and description are in commands.ts). */
+export function defineEval(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder, or a Hub id org/name[@rev] of one')
     .requiredOption('--data <dir|manifest>', 'labelled corpus')
     .requiredOption('--out <dir>', 'where to write metrics.json, predictions.jsonl and report.html')
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
     .action(async (f: { model: string; data: string; out: string; labelMap?: string }) => {
-      const r = await evalWithProgress({ ...f, model: await modelFolder(f.model, hubFiles.emosllmModel) });
+      const r = await evalWithProgress({ ...f, model: await trainedModelFolder(f.model) });
       console.log(JSON.stringify({ wa: r.metrics.wa, ua: r.metrics.ua, macro_f1: r.metrics.macro_f1, n: r.metrics.n }));
     });
 }

@@ -1,13 +1,11 @@
 import type { Command } from 'commander';
 import { exportModel } from '../export/export.ts';
-import { hubFiles } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 
-export function registerExport(program: Command): void {
-  program
-    .command('export')
-    .description('export a trained model as ONNX files that run with plain ONNX Runtime (node, web) and a manifest.json')
+/** The options and action of `emosllm export` (its name and description are in commands.ts). */
+export function defineExport(cmd: Command): void {
+  cmd
     .argument('<model-dir|id>', 'a trained model folder, or a Hub id org/name[@rev] of one')
     .requiredOption('--onnx <dir>', 'output folder (model.onnx, encoder/mapper/llm.onnx, manifest.json)')
     .option('--no-stages', 'write only the all-in-one model.onnx')
@@ -21,7 +19,7 @@ export function registerExport(program: Command): void {
         if (!(n > 0)) throw new UserError(`${name} must be a positive number of seconds, got "${v}"`);
         return n;
       };
-      const m = await exportModel(await modelFolder(dir, hubFiles.emosllmModel), f.onnx, { stages: f.stages, quantize: f.int8 ? 'int8' : undefined, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
+      const m = await exportModel(await trainedModelFolder(dir), f.onnx, { stages: f.stages, quantize: f.int8 ? 'int8' : undefined, windowSeconds: sec('--window', f.window), hopSeconds: sec('--hop', f.hop) });
       console.log(JSON.stringify({ out: f.onnx, labels: m.labels, model: m.model }));
     });
 }

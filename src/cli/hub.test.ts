@@ -75,6 +75,33 @@ describe('the CLI with Hub ids (mock Hub via HF_ENDPOINT)', () => {
     expect(hub.requests).toEqual([]);
   });
 
+  it('a model trained from Hub ids and uploaded predicts on another machine: its encoder and LLM come by their pinned ids', async () => {
+    const run = path.join(tmp, 'run-a'); // trained by the test above
+    const spec = JSON.parse(fs.readFileSync(path.join(run, 'emosllm.json'), 'utf8'));
+    expect(spec.encoder.hub).toBe(`microsoft/wavlm-tiny@${hub.commit('microsoft/wavlm-tiny')}`);
+    expect(spec.llm.hub).toBe(`org/tiny-llama@${hub.commit('org/tiny-llama')}`);
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'adapter/adapter_config.json'), 'utf8')).base_model_name_or_path).toBe('org/tiny-llama');
+    const elsewhere = await startMockHub({
+      'org/trained-on-hub': { revisions: { main: run } },
+      'microsoft/wavlm-tiny': { revisions: { main: hfParity('wavlm') } },
+      'org/tiny-llama': { revisions: { main: path.join(tmp, 'tiny-llama') } },
+    });
+    try {
+      const wav = path.join(emodbDev().wavDir, '03a01Fa.wav');
+      const fresh = { HF_HOME: path.join(tmp, 'hf-home-elsewhere'), HF_ENDPOINT: elsewhere.url };
+      const r = await cli(['predict', '--model', 'org/trained-on-hub', wav], fresh);
+      expect(r.code, r.stderr).toBe(0);
+      const fetched = new Set(elsewhere.requests.filter((q) => q.url.includes('/resolve/')).map((q) => q.url.split('/resolve/')[0]));
+      expect(fetched).toEqual(new Set(['/org/trained-on-hub', '/microsoft/wavlm-tiny', '/org/tiny-llama']));
+      // the same prediction as from the run folder itself
+      const local = await cli(['predict', '--model', run, wav]);
+      expect(local.code, local.stderr).toBe(0);
+      expect(JSON.parse(r.stdout.trim()).probabilities).toEqual(JSON.parse(local.stdout.trim()).probabilities);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
   it('predict --model org/name fetches the model (not its checkpoints); a second run and an offline run make no request', async () => {
     const wav = path.join(emodbDev().wavDir, '03a01Fa.wav');
     const r = await cli(['predict', '--model', 'org/emodb-model', wav]);

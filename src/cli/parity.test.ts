@@ -41,6 +41,31 @@ describe('emosllm parity (CLI)', () => {
     for (const f of folders) expect(r.stdout).toMatch(new RegExp(`^${f}\\s+\\S.*\\spass$`, 'm'));
   });
 
+  it('gives the same checks on the torch .bin copies (zip, legacy, shards, views, adapter_model.bin), 0 not covered', () => {
+    const torch = path.resolve(REPO_ROOT, '../shared/fixtures/torch-checkpoints/models');
+    const r = cli('parity', torch);
+    expect(r.code).toBe(0);
+    const summary = /^(\d+) passed, (\d+) failed, (\d+) not covered$/m.exec(r.stdout);
+    expect(summary).not.toBeNull();
+    expect(summary!.slice(2)).toEqual(['0', '0']);
+    expect(summary![1]).toBe(/^(\d+) passed/m.exec(cli('parity', FIXTURES).stdout)![1]);
+    // the hint to convert is said once per run, not once per folder
+    expect(r.stderr.match(/emosllm convert/g)?.length).toBe(1);
+  });
+
+  it('emosllm convert writes a safetensors folder that passes the same checks', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-convert-'));
+    const torch = path.resolve(REPO_ROOT, '../shared/fixtures/torch-checkpoints/models');
+    for (const f of ['llama', 'llama_lora', 'wav2vec2']) {
+      const r = cli('convert', path.join(torch, f), '--out', path.join(root, f));
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const r = cli('parity', root);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\d+ passed, 0 failed, 0 not covered$/m);
+  });
+
   it('exits 1 with a FAIL row when a stored output is off', () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-parity-'));
     try {

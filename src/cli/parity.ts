@@ -5,10 +5,9 @@ import { AdamW } from '../train/adamw.ts';
 import { hubFiles } from '../io/hub.ts';
 import { modelFolder } from './hub.ts';
 
-export function registerParity(program: Command): void {
-  program
-    .command('parity')
-    .description('compare our models with Hugging Face reference outputs in a fixtures folder (hf-parity layout); exits 1 on any FAIL or not-covered row')
+/** The options and action of `emosllm parity` (its name and description are in commands.ts). */
+export function defineParity(cmd: Command): void {
+  cmd
     .argument('<dir|id>', 'fixtures root, e.g. ../shared/fixtures/hf-parity, or a Hub id org/name[@rev] of a repository laid out like it')
     .option('--only <folders>', 'comma-separated folder names to check (each must exist)')
     .option('--json', 'print rows as JSON lines instead of a table')

@@ -8,8 +8,7 @@ import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
 import { type PredictOptions, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
-import { hubFiles } from '../io/hub.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 import { progress } from './progress.ts';
 
 export interface PredictFlags {
@@ -81,7 +80,7 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   if (format !== 'jsonl' && format !== 'csv') throw new UserError(`--format must be jsonl or csv, got "${format}"`);
   const segment = f.segment ?? 'auto';
   if (!SEGMENT_MODES.includes(segment)) throw new UserError(`--segment must be one of ${SEGMENT_MODES.join(', ')}, got "${segment}"`);
-  const model = EmoSLLM.load(await modelFolder(f.model, hubFiles.emosllmModel));
+  const model = EmoSLLM.load(await trainedModelFolder(f.model));
   const labels = f.labels ? f.labels.split(',').map((s) => s.trim()).filter(Boolean) : model.labels;
   const o: PredictOptions = { segment, windowSeconds: num('--window', f.window), hopSeconds: num('--hop', f.hop), transcript: f.transcript, labels };
   const maxSeconds = num('--max-seconds', f.maxSeconds) ?? 3600;
@@ -134,10 +133,9 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   return { done: todo.length, skipped: files.length - todo.length, failed };
 }
 
-export function registerPredict(program: Command): void {
-  program
-    .command('predict')
-    .description('label audio files (any length: long audio gets a timeline of windows or speech segments)')
+/** The options and action of `emosllm predict` (its name and description are in commands.ts). */
+export function definePredict(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .argument('<files...>', 'audio files or folders')
     .option('--out <file>', 'write results here (.jsonl or .csv); a rerun skips files already in it')

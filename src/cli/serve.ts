@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { SERVE_DEFAULTS, startServer } from '../serve/server.ts';
-import { hubFiles, parseHubId } from '../io/hub.ts';
+import { parseHubId } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
-import { modelFolder } from './hub.ts';
+import { trainedModelFolder } from './hub.ts';
 
 export interface ServeFlags {
   model: string;
@@ -36,7 +36,7 @@ function parseNumber(flag: string, v: string, o: { integer?: boolean; min: numbe
 export async function runServe(f: ServeFlags): Promise<void> {
   const timeout = parseNumber('--timeout', f.timeout, { min: 0.001 });
   const handle = await startServer({
-    model: await modelFolder(f.model, hubFiles.emosllmModel),
+    model: await trainedModelFolder(f.model),
     name: f.name ?? (parseHubId(f.model) ? f.model : undefined), // a snapshot folder is named by its commit
     host: f.host,
     port: parseNumber('--port', f.port, { integer: true, min: 0, max: 65535 }),
@@ -70,10 +70,9 @@ export async function runServe(f: ServeFlags): Promise<void> {
   console.error('serve: stopped');
 }
 
-export function registerServe(program: Command): void {
-  program
-    .command('serve')
-    .description('HTTP inference server: POST /v1/emotion (audio in, label + timeline out), GET /v1/model, GET /healthz')
+/** The options and action of `emosllm serve` (its name and description are in commands.ts). */
+export function defineServe(cmd: Command): void {
+  cmd
     .requiredOption('--model <dir|id>', 'a trained model folder (the output of emosllm train), or a Hub id org/name[@rev] of one')
     .option('--host <addr>', 'address to listen on', SERVE_DEFAULTS.host)
     .option('--port <n>', 'port (0: a free one; the address is printed)', String(SERVE_DEFAULTS.port))

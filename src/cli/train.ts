@@ -1,138 +1,126 @@
-import fs from 'node:fs';
-import type { Command } from 'commander';
-import { type TrainConfig, defaultTrainConfig, train } from '../train/trainer.ts';
-import { UserError } from '../util/errors.ts';
+import { type Command, Option } from 'commander';
+import * as z from 'zod';
+import { type TrainConfig, type TrainConfigInput, TrainConfigFields, defaultTrainConfig, llmDefaults, readTrainConfig } from '../train/config.ts';
+import { train } from '../train/trainer.ts';
+import { readJsonObject } from '../util/fs.ts';
 import { downloadProgress, progress } from './progress.ts';
 
-const int = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new UserError(`${name} must be an integer, got "${v}"`);
-  return n;
-};
-const num = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new UserError(`${name} must be a number, got "${v}"`);
-  return n;
-};
-const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
-
-export interface TrainFlags {
-  data?: string;
-  out: string;
-  config?: string;
-  resume?: boolean;
-  validData?: string;
-  validFraction?: number;
-  labelMap?: string;
-  labels?: string[];
-  encoder?: string;
-  fbankStack?: number;
-  fbankCmvn?: boolean;
-  featureNorm?: boolean;
-  encoderLayers?: string[];
-  llm?: string;
-  llmTrain?: string;
-  loraR?: number;
-  loraAlpha?: number;
-  loraTargets?: string[];
-  mapperWidth?: number;
-  mapperHeads?: number;
-  mapperLayers?: number;
-  queries?: number;
-  transcript?: boolean;
-  epochs?: number;
-  steps?: number;
-  batchSize?: number;
-  gradAccum?: number;
-  lr?: number;
-  warmup?: number;
-  weightDecay?: number;
-  clip?: number;
-  balance?: boolean;
-  bucket?: boolean;
-  augment?: boolean;
-  cropSeconds?: number;
-  evalEvery?: number;
-  checkpointEvery?: number;
-  keepLast?: number;
-  patience?: number;
-  seed?: number;
-  cacheDir?: string;
+/** A training option on the command line: the commander option and the config field it sets. */
+interface ConfigFlag {
+  option: Option;
+  /** the field's path in the config, e.g. ['lora', 'r'] */
+  path: string[];
+  /** the flag's text value to the field's value (switches pass booleans through) */
+  parse: (v: unknown) => unknown;
 }
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const show = (v: unknown) => (typeof v === 'boolean' ? (v ? 'on' : 'off') : Array.isArray(v) ? v.join(',') : String(v));
+const list = (v: unknown) => String(v).split(',').map((s) => s.trim()).filter(Boolean);
+
+/** The schema under .optional() / .default() / .prefault(), and its constant default if any. */
+function unwrap(s: z.ZodType): { base: z.ZodType; fallback?: unknown } {
+  let base = s;
+  let fallback: unknown;
+  for (;;) {
+    const def = base.def as { type: string; innerType?: z.ZodType; defaultValue?: unknown };
+    if (def.type === 'default' || def.type === 'prefault') fallback ??= def.defaultValue;
+    else if (def.type !== 'optional') return { base, fallback };
+    base = def.innerType!;
+  }
+}
+
+function valueAt(o: unknown, p: string[]): unknown {
+  return p.reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), o);
+}
+
+/** The flags, built from the config schema's fields (descriptions, types, defaults); nested objects flattened. */
+function configFlags(shape: Record<string, z.ZodType> = TrainConfigFields.shape, prefix: string[] = []): ConfigFlag[] {
+  const flags: ConfigFlag[] = [];
+  const tiny = llmDefaults('tiny');
+  const real = llmDefaults('');
+  for (const [key, field] of Object.entries(shape)) {
+    const meta = field.meta() ?? {};
+    const p = [...prefix, key];
+    const { base, fallback } = unwrap(field);
+    if (meta.cli === false) continue;
+    if (base instanceof z.ZodObject) {
+      flags.push(...configFlags(base.shape as Record<string, z.ZodType>, p));
+      continue;
+    }
+    const [tinyValue, realValue] = [valueAt(tiny, p), valueAt(real, p)];
+    const byLlm = tinyValue !== undefined;
+    const name = meta.flag ?? kebab(key);
+    const help = meta.description ?? key;
+    const shown = byLlm
+      ? tinyValue === realValue
+        ? ` (default ${show(tinyValue)})`
+        : ` (default ${show(tinyValue)} with the tiny LLM, ${show(realValue)} otherwise)`
+      : fallback !== undefined && (typeof fallback !== 'object' || Array.isArray(fallback))
+        ? ` (default ${show(fallback)})`
+        : '';
+    if (base instanceof z.ZodBoolean) {
+      const same = { path: p, parse: (v: unknown) => v };
+      if (byLlm) {
+        flags.push({ ...same, option: new Option(`--${name}`, help + shown) });
+        flags.push({ ...same, option: new Option(`--no-${name}`, `the opposite of --${name}`) });
+      } else flags.push({ ...same, option: fallback === true ? new Option(`--no-${name}`, `turn off: ${help}${shown}`) : new Option(`--${name}`, help + shown) });
+      continue;
+    }
+    const element = base instanceof z.ZodArray ? unwrap(base.element as z.ZodType).base : undefined;
+    const arg =
+      meta.arg ?? (base instanceof z.ZodEnum ? base.options.join('|') : element ? (element instanceof z.ZodNumber ? 'i,j,...' : 'a,b,...') : base instanceof z.ZodNumber ? 'n' : 'value');
+    const parse = element
+      ? (v: unknown) => list(v).map((x) => (element instanceof z.ZodNumber ? Number(x) : x))
+      : base instanceof z.ZodNumber
+        ? (v: unknown) => Number(v)
+        : (v: unknown) => v;
+    flags.push({ path: p, parse, option: new Option(`--${name} <${arg}>`, help + shown) });
+  }
+  return flags;
+}
+
+const CONFIG_FLAGS = configFlags();
+
+function setAt(o: Record<string, unknown>, p: string[], v: unknown): void {
+  let at = o;
+  for (const k of p.slice(0, -1)) {
+    const next = at[k];
+    at = at[k] = next && typeof next === 'object' && !Array.isArray(next) ? { ...(next as object) } : {};
+  }
+  at[p[p.length - 1]] = v;
+}
+
+const startsWith = (p: PropertyKey[], prefix: string[]) => prefix.every((k, i) => p[i] === k);
 
 /**
- * The flags the user gave: commander fills in defaults for `--no-x` switches, which would override the
- * --config file and the configuration's own defaults.
+ * The run configuration from a command's options: the schema's defaults, then the --config file, then the flags
+ * the user gave (commander's own defaults for `--no-x` switches would override the file). A bad value is a
+ * one-line error naming the flag, or the file, and the field.
  */
-export function givenFlags<T extends object>(cmd: Command, f: T): T {
-  return Object.fromEntries(Object.entries(f).filter(([k]) => cmd.getOptionValueSource(k) !== 'default')) as T;
-}
-
-/** The run configuration: defaults, then the --config file, then flags. */
-export function trainConfigFromFlags(f: TrainFlags): TrainConfig {
-  let fromFile: Partial<TrainConfig> = {};
-  if (f.config) {
-    try {
-      fromFile = JSON.parse(fs.readFileSync(f.config, 'utf8'));
-    } catch (e) {
-      throw new UserError(`cannot read the config file: ${(e as Error).message.split('\n')[0]}`, f.config);
-    }
+export function trainConfigFromCommand(cmd: Command): TrainConfig {
+  const opts = cmd.opts();
+  const file = opts.config as string | undefined;
+  const input = file ? readJsonObject(file) : {};
+  const given: ConfigFlag[] = [];
+  for (const f of CONFIG_FLAGS) {
+    const attr = f.option.attributeName();
+    if (cmd.getOptionValueSource(attr) !== 'cli') continue;
+    setAt(input, f.path, f.parse(opts[attr]));
+    given.push(f);
   }
-  const data = f.data ?? fromFile.data;
-  if (!data) throw new UserError('--data is required (a corpus folder or manifest)');
-  const llm = f.llm ?? fromFile.llm ?? 'tiny';
-  const base = defaultTrainConfig({ data, llm, ...fromFile });
-  const set = <K extends keyof TrainConfig>(k: K, v: TrainConfig[K] | undefined) => {
-    if (v !== undefined) base[k] = v;
-  };
-  set('validData', f.validData);
-  set('validFraction', f.validFraction);
-  set('labelMap', f.labelMap);
-  set('labels', f.labels);
-  set('encoder', f.encoder);
-  set('fbankStack', f.fbankStack);
-  set('fbankCmvn', f.fbankCmvn);
-  set('featureNorm', f.featureNorm);
-  set('encoderLayers', f.encoderLayers?.map(int('--encoder-layers')));
-  set('llmTrain', f.llmTrain as TrainConfig['llmTrain'] | undefined);
-  base.lora = { r: f.loraR ?? base.lora.r, alpha: f.loraAlpha ?? base.lora.alpha, targetModules: f.loraTargets ?? base.lora.targetModules };
-  base.mapper = {
-    dModel: f.mapperWidth ?? base.mapper.dModel,
-    numHeads: f.mapperHeads ?? base.mapper.numHeads,
-    numLayers: f.mapperLayers ?? base.mapper.numLayers,
-    nQueries: f.queries ?? base.mapper.nQueries,
-  };
-  set('useTranscript', f.transcript);
-  set('epochs', f.epochs);
-  set('maxSteps', f.steps);
-  set('batchSize', f.batchSize);
-  set('gradAccum', f.gradAccum);
-  set('lr', f.lr);
-  set('warmupRatio', f.warmup);
-  set('weightDecay', f.weightDecay);
-  set('clipNorm', f.clip);
-  set('balance', f.balance);
-  set('bucket', f.bucket);
-  set('augment', f.augment);
-  set('cropSeconds', f.cropSeconds);
-  set('evalEvery', f.evalEvery);
-  set('checkpointEvery', f.checkpointEvery);
-  set('keepLast', f.keepLast);
-  set('patience', f.patience);
-  set('seed', f.seed);
-  set('cacheDir', f.cacheDir);
-  return base;
+  const flagOf = (flags: ConfigFlag[], p: PropertyKey[]) => flags.find((f) => startsWith(p, f.path))?.option.long;
+  return defaultTrainConfig(input as TrainConfigInput, (p) => flagOf(given, p) ?? file ?? flagOf(CONFIG_FLAGS, p));
 }
 
 /** Runs training with a progress bar (or lines, off a terminal). */
-export async function runTrain(f: TrainFlags) {
-  const config = f.resume ? defaultTrainConfig({ data: f.data ?? '' }) : trainConfigFromFlags(f);
+export async function runTrain(config: TrainConfig, out: string, resume: boolean) {
+  const download = downloadProgress();
   const features = progress('features');
   const bar = progress('train');
-  const download = downloadProgress();
   try {
-    return await train(config, f.out, {
-      resume: f.resume,
+    return await train(config, out, {
+      resume,
       hooks: {
         onDownload: (p) => download.update(p),
         onFeatures: (d, t) => {
@@ -150,59 +138,23 @@ export async function runTrain(f: TrainFlags) {
   }
 }
 
-/** The training options, shared by `train` and `cv`. */
+/** The training options, shared by `train` and `cv`: --out, --config and one flag per config field. */
 export function addTrainOptions(cmd: Command): Command {
-  return cmd
-    .option('--data <dir|manifest>', 'training corpus: a folder with manifest.csv, a manifest, or a known corpus layout')
+  cmd
     .requiredOption('--out <dir>', 'run folder (checkpoints, history, and the trained model)')
-    .option('--config <file>', 'JSON file with training options (the keys of train_config.json); flags override it')
-    .option('--valid-data <dir|manifest>', 'validation corpus (default: speakers held out of --data)')
-    .option('--valid-fraction <f>', 'fraction of training speakers held out for validation (default 0.15)', num('--valid-fraction'))
-    .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
-    .option('--labels <a,b,...>', 'label set (default: the labels of the training data)', list)
-    .option('--encoder <name|dir|id>', "speech encoder: built-in frame features joined with '+' (fbank, mfcc, prosody: e.g. fbank+prosody), or a Hugging Face wav2vec2/HuBERT/WavLM folder or Hub id org/name[@rev] (default fbank)")
-    .option('--fbank-stack <n>', 'fbank frames concatenated per mapper frame (default 4)', int('--fbank-stack'))
-    .option('--fbank-cmvn', 'fbank with per-utterance mean/variance normalisation (default off: it removes loudness cues)')
-    .option('--no-feature-norm', "do not normalise encoder channels with the training data's mean and std")
-    .option('--encoder-layers <i,j,...>', 'encoder hidden states mixed by the mapper (default all)', list)
-    .option('--llm <tiny|dir|id>', 'LLM: the built-in tiny Llama, or a Llama checkpoint folder or Hub id org/name[@rev] (default tiny)')
-    .option('--llm-train <lora|full|frozen>', 'how the LLM is adapted (default: full for tiny, lora otherwise)')
-    .option('--lora-r <r>', 'LoRA rank (default 8)', int('--lora-r'))
-    .option('--lora-alpha <a>', 'LoRA alpha (default 16)', num('--lora-alpha'))
-    .option('--lora-targets <m,...>', 'LoRA target modules (default q_proj,v_proj)', list)
-    .option('--mapper-width <d>', 'QPMapper width (default 768; 256 with the tiny LLM)', int('--mapper-width'))
-    .option('--mapper-heads <h>', 'QPMapper attention heads (default 8; 4 with the tiny LLM)', int('--mapper-heads'))
-    .option('--mapper-layers <n>', 'QPMapper transformer layers (default 2)', int('--mapper-layers'))
-    .option('--queries <n>', 'number of audio tokens n_q (default 32)', int('--queries'))
-    .option('--transcript', 'put transcripts in the prompt (default with a real LLM)')
-    .option('--no-transcript', 'no transcripts in the prompt (default with the tiny LLM)')
-    .option('--epochs <n>', 'epochs (default 20 with the tiny LLM, 10 otherwise)', int('--epochs'))
-    .option('--steps <n>', 'stop after this many optimiser steps', int('--steps'))
-    .option('--batch-size <n>', 'clips per micro-batch (default 16)', int('--batch-size'))
-    .option('--grad-accum <n>', 'micro-batches per optimiser step (default 1)', int('--grad-accum'))
-    .option('--lr <lr>', 'peak learning rate (default 1e-3 tiny, 1e-4 otherwise)', num('--lr'))
-    .option('--warmup <f>', 'warmup as a fraction of all steps (default 0.05)', num('--warmup'))
-    .option('--weight-decay <w>', 'AdamW weight decay (default 0.01)', num('--weight-decay'))
-    .option('--clip <norm>', 'global gradient-norm clipping (default 1.0)', num('--clip'))
-    .option('--no-balance', 'plain shuffling instead of class-balanced sampling')
-    .option('--no-bucket', 'no length bucketing')
-    .option('--no-augment', 'no SpecAugment-style masking of training crops')
-    .option('--crop-seconds <s>', 'training crop length (default 3)', num('--crop-seconds'))
-    .option('--eval-every <steps>', 'validate every N steps (default: every epoch)', int('--eval-every'))
-    .option('--checkpoint-every <steps>', 'checkpoint every N steps (default: every epoch)', int('--checkpoint-every'))
-    .option('--keep-last <k>', 'checkpoints kept besides the best (default 2)', int('--keep-last'))
-    .option('--patience <n>', 'early stop after N validations without a better UA (default 8; 0 = off)', int('--patience'))
-    .option('--seed <n>', 'seed of every random choice (default 0)', int('--seed'))
-    .option('--cache-dir <dir>', 'cache root for features and compiled graphs (default ~/.cache/emosllm)');
+    .option('--config <file>', 'JSON file with training options (the keys of train_config.json); flags override it');
+  for (const f of CONFIG_FLAGS) cmd.addOption(f.option);
+  return cmd;
 }
 
-export function registerTrain(program: Command): void {
-  addTrainOptions(program.command('train').description('train EmoSLLM (QPMapper + LoRA or LLM weights) on a labelled corpus; the run folder is the model'))
-    .option('--resume', 'continue the run in --out exactly where its last checkpoint stopped')
-    .action(async (flags: TrainFlags, cmd: Command) => {
-      const f = givenFlags(cmd, flags);
-      if (f.cacheDir) process.env.EMOSLLM_CACHE_DIR = f.cacheDir;
-      const r = await runTrain(f);
+/** The options and action of `emosllm train` (its name and description are in commands.ts). */
+export function defineTrain(cmd: Command): void {
+  addTrainOptions(cmd)
+    .option('--resume', 'continue the run in --out exactly where its last checkpoint stopped (with its saved configuration)')
+    .action(async (flags: { out: string; resume?: boolean }, c: Command) => {
+      const config = flags.resume ? readTrainConfig(flags.out) : trainConfigFromCommand(c);
+      if (config.cacheDir) process.env.EMOSLLM_CACHE_DIR = config.cacheDir;
+      const r = await runTrain(config, flags.out, flags.resume === true);
       console.log(JSON.stringify({ out: r.out, steps: r.steps, ...(r.resumedFrom !== undefined ? { resumed_from: r.resumedFrom } : {}), steps_run: r.stepsRun, best_step: r.bestStep, valid_ua: r.valid?.metrics.ua ?? null, valid_wa: r.valid?.metrics.wa ?? null, seconds: Math.round(r.seconds) }));
     });
 }

@@ -4,6 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -75,6 +76,15 @@ describe('emosllm export', () => {
     expect(m.window_seconds).toBe(3);
     for (const f of [m.model, m.stages.encoder, m.stages.mapper, m.stages.llm]) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     expect(m.answers.first_targets).toHaveLength(m.labels.length);
+  });
+
+  it('manifest.json is meant for a public page: no value in it names a local path', () => {
+    const text = fs.readFileSync(path.join(out, 'manifest.json'), 'utf8');
+    expect(text).not.toContain(path.resolve(model));
+    expect(text).not.toContain(os.tmpdir());
+    const strings: string[] = [];
+    JSON.parse(text, (_k, v) => (typeof v === 'string' && strings.push(v), v));
+    for (const s of strings) expect(s.startsWith('/') || s.includes('..'), s).toBe(false);
   });
 
   it('model.onnx under plain onnxruntime-node reproduces emosllm predict within 1e-4', async () => {

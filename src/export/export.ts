@@ -26,28 +26,8 @@ import { answerTensors } from '../models/processor.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
 import { buildQPMapper, qpmapperParamShapes } from '../models/qpmapper.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import { EXPORT_FORMAT, type ExportManifest, parseManifest } from './manifest.ts';
 import { writeOnnxFile } from './onnx-file.ts';
-
-export const EXPORT_FORMAT = 'emosllm-onnx/1';
-
-export interface ExportManifest {
-  format: typeof EXPORT_FORMAT;
-  labels: string[];
-  sample_rate: 16000;
-  window_seconds: number;
-  hop_seconds: number;
-  /** longest audio model.onnx accepts (the mapper's t_max) */
-  max_seconds: number;
-  model: string;
-  external_data?: string[];
-  stages?: { encoder: string; mapper: string; llm: string };
-  n_queries: number;
-  prompt_ids: number[];
-  answers: { first_targets: number[]; answer_ids: number[][]; answer_next: number[][] };
-  source: string;
-  /** 'int8' when the LLM's weights were quantised */
-  quantization?: 'int8';
-}
 
 /** The LLM with its trained weights as constants: LoRA merged (as PEFT merges), or the full fine-tune's tensors. */
 function adaptedLlm(m: EmoSLLM, modelDir: string): LlamaModel {
@@ -171,9 +151,9 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
         answer_ids: chunk(ids(ans.answer_ids), A),
         answer_next: chunk(ids(ans.answer_next), A),
       },
-      source: path.resolve(modelDir),
       ...(o.quantize ? { quantization: o.quantize } : {}),
     };
+    parseManifest(manifest, path.join(outDir, 'manifest.json')); // the writer keeps the contract its readers check
     writeFileAtomic(path.join(outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     return manifest;
   } finally {

@@ -204,6 +204,42 @@ export async function resolveModelPath(idOrPath: string, opts: HubOptions): Prom
   return ref ? snapshotFolder(ref, opts) : idOrPath;
 }
 
+/** `org/name@COMMIT` for a Hub id resolved to `snapshot`: a model folder keeps it, to fetch the model where the path does not exist. */
+export function pinnedHubId(idOrPath: string, snapshot: string): string | undefined {
+  const ref = parseHubId(idOrPath);
+  return ref ? `${ref.repo}@${path.basename(snapshot)}` : undefined;
+}
+
+/** `dir` when it holds a config.json, else the cached snapshot of the pinned Hub id `hub` when the cache has it. */
+export function folderOrCachedHub(dir: string, hub?: string): string {
+  if (!hub || fs.existsSync(path.join(dir, 'config.json'))) return dir;
+  const ref = parseHubId(hub);
+  if (!ref || !COMMIT.test(ref.revision)) return dir;
+  const snapshot = path.join(getHFHubCachePath(), getRepoFolderName({ type: 'model', name: ref.repo }), 'snapshots', ref.revision);
+  return fs.existsSync(path.join(snapshot, 'config.json')) ? snapshot : dir;
+}
+
+/**
+ * A trained emosllm model folder (or Hub id of one), with the Hub encoder and LLM it names by pinned id fetched
+ * into the cache when their recorded paths do not exist here (a model trained on another machine, or uploaded).
+ */
+export async function resolveTrainedModel(idOrPath: string, opts: Omit<HubOptions, 'files'>): Promise<string> {
+  const dir = await resolveModelPath(idOrPath, { ...opts, files: hubFiles.emosllmModel });
+  let spec: { llm?: { path?: unknown; hub?: unknown }; encoder?: { kind?: unknown; path?: unknown; hub?: unknown } };
+  try {
+    spec = JSON.parse(fs.readFileSync(path.join(dir, 'emosllm.json'), 'utf8'));
+  } catch {
+    return dir; // loading the model reports what is wrong with it
+  }
+  const needs: Array<[unknown, unknown, HubFileSelection]> = [[spec.llm?.path, spec.llm?.hub, hubFiles.llm]];
+  if (spec.encoder?.kind === 'hf') needs.push([spec.encoder.path, spec.encoder.hub, hubFiles.speechEncoder]);
+  for (const [p, hub, files] of needs) {
+    if (typeof p !== 'string' || typeof hub !== 'string' || fs.existsSync(path.join(path.resolve(dir, p), 'config.json'))) continue;
+    await resolveModelPath(hub, { ...opts, files });
+  }
+  return dir;
+}
+
 /** The snapshot folder of `ref` holding the selected files, fetching what the cache lacks. */
 export async function snapshotFolder(ref: HubRef, opts: HubOptions): Promise<string> {
   const env = hubEnv();

@@ -171,7 +171,7 @@ function swapBytesInPlace(bytes: Uint8Array, itemsize: number): void {
 }
 
 /** View a fresh, zero-offset ArrayBuffer holding little-endian data as the typed array of `dtype`. */
-function viewAs(dtype: SafeDType, buf: ArrayBuffer, count: number): SafeTypedArray {
+export function viewAs(dtype: SafeDType, buf: ArrayBuffer, count: number): SafeTypedArray {
   switch (dtype) {
     case 'F32':
       return new Float32Array(buf, 0, count);
@@ -309,7 +309,7 @@ function i64ToF32(v: bigint): number {
 // ---------------------------------------------------------------------------------------------------------------
 // conversions of a stored typed array
 
-function toF32(dtype: SafeDType, data: SafeTypedArray): Float32Array {
+export function toF32(dtype: SafeDType, data: SafeTypedArray): Float32Array {
   switch (dtype) {
     case 'F32':
       return data as Float32Array;
@@ -328,7 +328,7 @@ function toF32(dtype: SafeDType, data: SafeTypedArray): Float32Array {
   }
 }
 
-function toF64(dtype: SafeDType, data: SafeTypedArray): Float64Array {
+export function toF64(dtype: SafeDType, data: SafeTypedArray): Float64Array {
   switch (dtype) {
     case 'F64':
       return data as Float64Array;
@@ -348,7 +348,7 @@ function toF64(dtype: SafeDType, data: SafeTypedArray): Float64Array {
 
 const INTEGER_DTYPES: ReadonlySet<SafeDType> = new Set(['I64', 'I32', 'I16', 'I8', 'U8', 'BOOL']);
 
-function toI64(dtype: SafeDType, data: SafeTypedArray, where: string): BigInt64Array {
+export function toI64(dtype: SafeDType, data: SafeTypedArray, where: string): BigInt64Array {
   if (dtype === 'I64') return data as BigInt64Array;
   if (!INTEGER_DTYPES.has(dtype)) fail(`readI64 needs an integer tensor, this one is ${dtype}`, where);
   const src = data as Int32Array;
@@ -429,7 +429,7 @@ function validateHeader(file: string, json: unknown, dataStart: number, fileSize
 }
 
 /** Read exactly `length` bytes at `position` into `dst` (handles short reads, offsets beyond 2 GiB). */
-function readExact(fd: number, dst: Uint8Array, position: number, where: string): void {
+export function readExact(fd: number, dst: Uint8Array, position: number, where: string): void {
   let done = 0;
   while (done < dst.length) {
     let n: number;
@@ -594,7 +594,7 @@ export class SafetensorsFile {
 // ---------------------------------------------------------------------------------------------------------------
 // checkpoint (single file or HF sharded index)
 
-function readIndex(indexFile: string): { metadata: Record<string, unknown>; weightMap: Map<string, string> } {
+export function readIndex(indexFile: string): { metadata: Record<string, unknown>; weightMap: Map<string, string> } {
   let text: string;
   try {
     const st = fs.statSync(indexFile);

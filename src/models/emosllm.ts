@@ -28,6 +28,7 @@ import { maskedCrossEntropy } from '../graph/nn.ts';
 import { add, concat, dimOf, expand, gather, logSoftmax, mul, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
+import { folderOrCachedHub } from '../io/hub.ts';
 import { Rng } from '../util/rng.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
@@ -65,7 +66,8 @@ export interface EmoSLLMSpec {
   /** QPMapper config (snake_case, as in its config.json). */
   mapper: Record<string, number>;
   /** The LLM checkpoint folder (relative to the model folder, or absolute). */
-  llm: { path: string; builtin?: 'tiny' };
+  /** `hub`: the pinned Hub id (org/name@commit) the LLM came from, used when `path` does not exist here */
+  llm: { path: string; builtin?: 'tiny'; hub?: string };
   llmTrain: LlmTrain;
   lora?: { r: number; alpha: number; targetModules: string[] };
   /**
@@ -115,6 +117,8 @@ export interface CreateOptions {
   /** LLM checkpoint folder (absolute, or relative to the cwd) */
   llmDir: string;
   llmBuiltin?: 'tiny';
+  /** the pinned Hub id (org/name@commit) llmDir was fetched from */
+  llmHub?: string;
   llmTrain: LlmTrain;
   lora?: { r: number; alpha: number; targetModules: string[] };
   /** overrides of the paper's mapper defaults (camelCase QPMapperConfig keys) */
@@ -200,10 +204,10 @@ export class EmoSLLM {
       format: MODEL_FORMAT,
       labels: [...labels],
       prompt: o.prompt ?? DEFAULT_PROMPT,
-      encoder: o.encoder.kind === 'hf' ? { kind: 'hf', path: path.resolve(o.encoder.path) } : o.encoder,
+      encoder: o.encoder.kind === 'hf' ? { ...o.encoder, path: path.resolve(o.encoder.path) } : o.encoder,
       encoderLayers: layers,
       mapper: qpmapperConfigToJson(mapperConfig),
-      llm: { path: llmDir, ...(o.llmBuiltin ? { builtin: o.llmBuiltin } : {}) },
+      llm: { path: llmDir, ...(o.llmBuiltin ? { builtin: o.llmBuiltin } : {}), ...(o.llmHub ? { hub: o.llmHub } : {}) },
       llmTrain: o.llmTrain,
       ...(o.llmTrain === 'lora' ? { lora: o.lora ?? { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] } } : {}),
       audio: { trainCropSeconds: o.trainCropSeconds ?? 3, maxSeconds },
@@ -227,7 +231,7 @@ export class EmoSLLM {
     if (!Array.isArray(spec.labels) || spec.labels.length < 2 || spec.labels.some((l) => typeof l !== 'string'))
       throw new UserError('"labels" must list at least two label strings', file);
     if (!['lora', 'full', 'frozen'].includes(spec.llmTrain)) throw new UserError(`"llmTrain" must be lora, full or frozen, got ${JSON.stringify(spec.llmTrain)}`, file);
-    const llmDir = path.resolve(dir, spec.llm?.path ?? '');
+    const llmDir = folderOrCachedHub(path.resolve(dir, spec.llm?.path ?? ''), spec.llm?.hub);
     if (!fs.existsSync(path.join(llmDir, 'config.json'))) throw new UserError(`the LLM folder ${llmDir} has no config.json`, file);
     const llm = LlamaModel.open(llmDir);
     const tokenizer = TextTokenizer.load(llmDir);
@@ -287,7 +291,7 @@ export class EmoSLLM {
     if (this.loraConfig) {
       const t: LoraTensors = new Map();
       for (const k of this.paramNames) if (!k.startsWith(MAPPER_PREFIX)) t.set(k, { shape: this.shapes[k], data: this.params[k] });
-      saveAdapter(path.join(dir, 'adapter'), t, { ...this.loraConfig, baseModelNameOrPath: path.relative(path.join(abs, 'adapter'), this.llmDir()) || '.' });
+      saveAdapter(path.join(dir, 'adapter'), t, { ...this.loraConfig, baseModelNameOrPath: this.spec.llm.hub?.split('@')[0] ?? (path.relative(path.join(abs, 'adapter'), this.llmDir()) || '.') }); // PEFT names a Hub base model by its id
     }
     if (this.spec.llmTrain === 'full') {
       writeSafetensors(
@@ -306,7 +310,7 @@ export class EmoSLLM {
     };
     const spec: EmoSLLMSpec = {
       ...this.spec,
-      encoder: this.spec.encoder.kind === 'hf' ? { kind: 'hf', path: rel(path.resolve(this.baseDir, this.spec.encoder.path)) } : this.spec.encoder,
+      encoder: this.spec.encoder.kind === 'hf' ? { ...this.spec.encoder, path: rel(path.resolve(this.baseDir, this.spec.encoder.path)) } : this.spec.encoder,
       llm: { ...this.spec.llm, path: rel(this.llmDir()) },
       ...(this.featureNorm ? { featureNorm: 'feature_norm.safetensors' } : {}),
       ...(info ? { info } : {}),
@@ -315,7 +319,7 @@ export class EmoSLLM {
   }
 
   llmDir(): string {
-    return path.resolve(this.baseDir, this.spec.llm.path);
+    return folderOrCachedHub(path.resolve(this.baseDir, this.spec.llm.path), this.spec.llm.hub);
   }
 
   private loraShape(key: string): number[] {

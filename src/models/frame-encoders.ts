@@ -16,6 +16,7 @@ import path from 'node:path';
 import { normalizeWaveform } from '../audio/normalize.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { type CompileOptions, type CompiledGraph, compile, tensor } from '../graph/runtime.ts';
+import { folderOrCachedHub } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
 import { type FrameEncoder, loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
 import { type FbankOptions, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
@@ -34,7 +35,7 @@ export type BuiltinFeature = (typeof BUILTIN_FEATURES)[number];
  * How a model folder names its encoder (emosllm.json "encoder"). The built-in encoders are kind 'fbank' (the
  * first of them); `features` absent means ['fbank'], so older model folders read as they were written.
  */
-export type EncoderSpec = BuiltinEncoderSpec | { kind: 'hf'; path: string };
+export type EncoderSpec = BuiltinEncoderSpec | { kind: 'hf'; path: string; hub?: string };
 export interface BuiltinEncoderSpec {
   kind: 'fbank';
   stack: number;
@@ -161,7 +162,7 @@ export class HFFrameEncoder implements FrameEncoder {
     const h = crypto.createHash('sha256');
     h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 1, config: encoder.config, preprocessor: encoder.preprocessor }));
     // A changed weight file (new inode, size or mtime) is a different encoder: no stale cache hits.
-    for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors')).sort()) {
+    for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors') || n.endsWith('.bin')).sort()) {
       const st = fs.statSync(path.join(encoder.dir, f));
       h.update(`${fs.realpathSync(path.join(encoder.dir, f))}:${st.size}:${st.mtimeMs}\n`);
     }
@@ -218,7 +219,7 @@ export function receptiveField(cfg: { convKernel: number[]; convStride: number[]
 /** Opens the encoder a spec names; `baseDir` resolves a relative HF path (model folders store them relative). */
 export function openFrameEncoder(spec: EncoderSpec, baseDir = process.cwd(), opts: CompileOptions = {}): FrameEncoder {
   if (spec.kind === 'fbank') return new BuiltinFrameEncoder(spec, opts);
-  const dir = path.resolve(baseDir, spec.path);
+  const dir = folderOrCachedHub(path.resolve(baseDir, spec.path), spec.hub);
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UserError('not a speech encoder folder (no config.json)', dir);
   return HFFrameEncoder.open(dir, opts);
 }

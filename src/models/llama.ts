@@ -467,9 +467,9 @@ export class LlamaModel {
       if (!this.weights.has(name)) throw new UserError(`missing tensor "${name}"`, this.weights.where);
       const info = this.weights.ckpt.info(name);
       if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-        throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+        throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file ?? this.weights.where);
       if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
-        throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file);
+        throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file ?? this.weights.where);
     }
   }
 

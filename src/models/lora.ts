@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Graph, Value } from '../graph/ir.ts';
 import type { Tensor } from '../graph/runtime.ts';
-import { SafetensorsCheckpoint, writeSafetensors } from '../io/safetensors.ts';
+import { openCheckpoint } from '../io/checkpoint.ts';
+import { writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { LoraParams } from './llama.ts';
@@ -19,6 +20,8 @@ import type { Weights } from './weights.ts';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+/** What PEFT wrote before it saved safetensors by default. */
+const ADAPTER_WEIGHTS_TORCH = 'adapter_model.bin';
 
 export interface LoraConfig {
   r: number;
@@ -132,12 +135,12 @@ export function targetedModules(cfg: LoraConfig, modules: ModuleShapes, where = 
   return out;
 }
 
-/** Loads adapter_config.json + adapter_model.safetensors (tensors as float32). */
+/** Loads adapter_config.json + adapter_model.safetensors, or the older adapter_model.bin (tensors as float32). */
 export function loadAdapter(dir: string): LoraAdapter {
   const config = readAdapterConfig(dir);
-  const file = path.join(dir, ADAPTER_WEIGHTS);
-  if (!fs.existsSync(file)) throw new UserError(`no ${ADAPTER_WEIGHTS} in the adapter folder`, dir);
-  const ck = SafetensorsCheckpoint.open(file);
+  const file = [ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_TORCH].map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
+  if (!file) throw new UserError(`no ${ADAPTER_WEIGHTS} (or ${ADAPTER_WEIGHTS_TORCH}) in the adapter folder`, dir);
+  const ck = openCheckpoint(file);
   try {
     const tensors: LoraTensors = new Map();
     for (const info of ck.infos()) {

@@ -1,9 +1,12 @@
 /**
- * Checkpoint tensors as graph constants. Frozen weights stay in their safetensors file: the graph refers to
- * the bytes by offset and ONNX Runtime reads them (F16/BF16 are cast to float32 once, at session creation).
+ * Checkpoint tensors as graph constants. Frozen weights stay in their checkpoint file (safetensors, or a torch
+ * `.bin` whose tensor is row-major in its storage): the graph refers to the bytes by offset and ONNX Runtime
+ * reads them (F16/BF16 are cast to float32 once, at session creation). A strided torch view is gathered into
+ * memory instead.
  */
 import type { DType, Graph, Value } from '../graph/ir.ts';
-import { SafetensorsCheckpoint, type SafeDType } from '../io/safetensors.ts';
+import { openCheckpoint, type TensorCheckpoint } from '../io/checkpoint.ts';
+import type { SafeDType } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
 
 const STORED: Partial<Record<SafeDType, DType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
@@ -11,12 +14,12 @@ const STORED: Partial<Record<SafeDType, DType>> = { F32: 'float32', F16: 'float1
 export class Weights {
   private used = new Set<string>();
   constructor(
-    readonly ckpt: SafetensorsCheckpoint,
+    readonly ckpt: TensorCheckpoint,
     readonly where: string,
   ) {}
 
   static open(pathOrDir: string): Weights {
-    return new Weights(SafetensorsCheckpoint.open(pathOrDir), pathOrDir);
+    return new Weights(openCheckpoint(pathOrDir), pathOrDir);
   }
 
   has(name: string): boolean {
@@ -28,10 +31,11 @@ export class Weights {
     if (!this.ckpt.has(name)) throw new UserError(`missing tensor "${name}"`, this.where);
     const info = this.ckpt.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file ?? this.ckpt.source);
     const stored = STORED[info.dtype];
-    if (!stored) throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file);
+    if (!stored) throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file ?? this.ckpt.source);
     this.used.add(name);
+    if (info.file === undefined || info.offset === undefined) return g.constant(this.ckpt.readF32(name), shape, 'float32', name);
     return g.fileConstant({ file: info.file, offset: info.offset, byteLength: info.byteLength, storedDtype: stored }, shape, 'float32', name);
   }
 
@@ -40,7 +44,7 @@ export class Weights {
     if (!this.ckpt.has(name)) throw new UserError(`missing tensor "${name}"`, this.where);
     const info = this.ckpt.info(name);
     if (shape && (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])))
-      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file);
+      throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file ?? this.ckpt.source);
     this.used.add(name);
     return this.ckpt.readF32(name);
   }

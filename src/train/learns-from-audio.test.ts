@@ -14,7 +14,8 @@ import { predictSamples } from '../eval/predict.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
 import { emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { emodbSubset } from '../../test/fixtures-gen/subset.ts';
-import { defaultTrainConfig, train } from './trainer.ts';
+import { defaultTrainConfig } from './config.ts';
+import { train } from './trainer.ts';
 
 const tmp = tempDir('learns');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../../test/fixtures-gen/paths.ts';
 import { BuiltinFrameEncoder } from '../models/frame-encoders.ts';
 import { UserError } from '../util/errors.ts';
-import { defaultTrainConfig, readTrainConfig } from './trainer.ts';
+import { defaultTrainConfig, readTrainConfig } from './config.ts';
 
 const tmp = tempDir('train-config');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

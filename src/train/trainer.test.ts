@@ -6,7 +6,8 @@ import { EmoSLLM } from '../models/emosllm.ts';
 import { loadAudio16k } from '../audio/decode.ts';
 import { REPO_ROOT, emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { emodbSubset } from '../../test/fixtures-gen/subset.ts';
-import { defaultTrainConfig, train } from './trainer.ts';
+import { defaultTrainConfig } from './config.ts';
+import { train } from './trainer.ts';
 
 const tmp = tempDir('trainer');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -127,13 +128,13 @@ describe('resume', () => {
     const h1 = JSON.parse(fs.readFileSync(path.join(full, 'history.json'), 'utf8'));
     const h2 = JSON.parse(fs.readFileSync(path.join(cut, 'history.json'), 'utf8'));
     expect(h2).toEqual(h1);
-  });
+  }, 400_000); // three training processes: minutes on a busy machine
 
   it('--resume without a checkpoint is a one-line error, not a fresh start', () => {
     const out = path.join(tmp, 'no-checkpoint');
     fs.mkdirSync(out);
     // a run that stopped before its first checkpoint: its configuration, nothing else
-    fs.copyFileSync(path.join(tmp, 'full', 'train_config.json'), path.join(out, 'train_config.json'));
+    fs.writeFileSync(path.join(out, 'train_config.json'), JSON.stringify(defaultTrainConfig({ data, maxSteps: 10, cacheDir })));
     const r = spawnSync(process.execPath, [CLI, ...args(out), '--resume'], { encoding: 'utf8', env: cliEnv });
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toEqual([`emosllm: error: ${out}: no checkpoint to resume from: run the same command without --resume to start over`]);

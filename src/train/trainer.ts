@@ -31,111 +31,20 @@ import { historyCurves, writeReport } from '../eval/report.ts';
 import { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
 import { featureStats } from '../features/stats.ts';
-import { EmoSLLM, type LlmTrain, MODEL_FILE } from '../models/emosllm.ts';
+import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
 import { type Example, buildBatch } from '../models/processor.ts';
 import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { type DownloadProgress, type HubFileSelection, hubFiles, resolveModelPath } from '../io/hub.ts';
+import { type DownloadProgress, type HubFileSelection, hubFiles, pinnedHubId, resolveModelPath } from '../io/hub.ts';
 import { AdamW, clipGradNorm } from './adamw.ts';
 import { DEFAULT_AUGMENT, specAugment } from './augment.ts';
+import { type TrainConfig, type TrainConfigInput, TRAIN_CONFIG_FILE, defaultTrainConfig, readTrainConfig } from './config.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
 import { bucketBatches, epochOrder } from './sampling.ts';
 import { learningRate } from './schedule.ts';
-
-export interface TrainConfig {
-  /** training data: a folder with manifest.csv, a manifest, or a known corpus layout */
-  data: string;
-  /** validation data; default: speakers carved out of `data` (validSpeakers) */
-  validData?: string;
-  /** fraction of the training speakers held out for validation when there is no validData (0 = none) */
-  validFraction: number;
-  labelMap?: string;
-  /** label set (default: the training data's labels, sorted) */
-  labels?: string[];
-  /** a built-in encoder ('fbank', 'fbank+prosody', ...: frame-encoders.ts) or a Hugging Face speech encoder folder */
-  encoder: string;
-  /** built-in encoders only: consecutive frames concatenated (100 fps / stack) */
-  fbankStack: number;
-  /** fbank only: per-utterance mean/variance normalisation of the log-mel bins */
-  fbankCmvn: boolean;
-  /** normalise each encoder channel with the training data's mean and std (stored with the model) */
-  featureNorm: boolean;
-  /** encoder hidden states fed to the mapper (default all) */
-  encoderLayers?: number[];
-  /** 'tiny' (built-in, seeded) or a Llama checkpoint folder */
-  llm: string;
-  tinyLlm?: { hiddenSize: number; layers: number; heads: number };
-  llmTrain: LlmTrain;
-  lora: { r: number; alpha: number; targetModules: string[] };
-  mapper: { dModel: number; numHeads: number; numLayers: number; nQueries: number };
-  useTranscript: boolean;
-  epochs: number;
-  /** stop after this many optimiser steps (default: epochs) */
-  maxSteps?: number;
-  batchSize: number;
-  gradAccum: number;
-  lr: number;
-  warmupRatio: number;
-  weightDecay: number;
-  clipNorm: number;
-  balance: boolean;
-  bucket: boolean;
-  /** SpecAugment-style channel and time masking of training crops (augment.ts) */
-  augment: boolean;
-  cropSeconds: number;
-  /** validate every N steps (0: at the end of every epoch) */
-  evalEvery: number;
-  /** checkpoint every N steps (0: at the end of every epoch) */
-  checkpointEvery: number;
-  keepLast: number;
-  /** stop after this many evaluations without a better validation UA (0: never) */
-  patience: number;
-  seed: number;
-  cacheDir?: string;
-}
-
-/** Defaults: good on an EmoDB-sized corpus with fbank + the tiny LLM, on 2 CPU cores (see README). */
-export function defaultTrainConfig(o: Partial<TrainConfig> & Pick<TrainConfig, 'data'>): TrainConfig {
-  const tiny = (o.llm ?? 'tiny') === 'tiny';
-  return {
-    validFraction: 0.15,
-    encoder: 'fbank',
-    fbankStack: 4,
-    // absolute level and spectral tilt carry arousal: keep them (no per-utterance CMVN) and normalise each
-    // channel with training-set statistics instead (measured on emodb-dev, one held-out speaker: validation UA
-    // 55% against 41% with CMVN)
-    fbankCmvn: false,
-    featureNorm: true,
-    llm: 'tiny',
-    llmTrain: tiny ? 'full' : 'lora',
-    lora: { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] },
-    // the paper's mapper for real LLMs; a narrower one for the tiny LLM, whose width is 128
-    mapper: tiny ? { dModel: 256, numHeads: 4, numLayers: 2, nQueries: 32 } : { dModel: 768, numHeads: 8, numLayers: 2, nQueries: 32 },
-    // the tiny LLM starts from random weights and cannot read: to it a transcript is tokens to memorise
-    // (emodb-dev leave-one-speaker-out, first four folds: mean UA 53% without, 49% with)
-    useTranscript: !tiny,
-    epochs: tiny ? 20 : 10,
-    batchSize: 16,
-    gradAccum: 1,
-    lr: tiny ? 1e-3 : 1e-4,
-    warmupRatio: 0.05,
-    weightDecay: 0.01,
-    clipNorm: 1.0,
-    balance: true,
-    bucket: true,
-    augment: true,
-    cropSeconds: 3,
-    evalEvery: 0,
-    checkpointEvery: 0,
-    keepLast: 2,
-    patience: 8,
-    seed: 0,
-    ...o,
-  };
-}
 
 export interface TrainProgress {
   step: number;
@@ -171,45 +80,6 @@ export interface TrainResult {
   history: Array<Record<string, number>>;
   seconds: number;
   stoppedEarly: boolean;
-}
-
-const CONFIG_FILE = 'train_config.json';
-
-/**
- * Reads the run's saved configuration (for --resume). A field the file lacks (written before the field
- * existed) takes today's default, the same one a new run gets; a bad field is a one-line error naming the file.
- */
-export function readTrainConfig(out: string): TrainConfig {
-  const file = path.join(out, CONFIG_FILE);
-  if (!fs.existsSync(file)) throw new UserError(`no ${CONFIG_FILE}: nothing to resume here`, out);
-  let saved: unknown;
-  try {
-    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`not valid JSON: ${(e as Error).message}`, file);
-  }
-  if (typeof saved !== 'object' || saved === null || Array.isArray(saved)) throw new UserError('expected a JSON object', file);
-  const o = saved as Partial<TrainConfig>;
-  if (typeof o.data !== 'string') throw new UserError('"data" must be a corpus path', file);
-  const c = defaultTrainConfig({ ...o, data: o.data });
-  try {
-    checkConfig(c);
-  } catch (e) {
-    throw e instanceof UserError ? new UserError(e.message, file) : e;
-  }
-  return c;
-}
-
-function checkConfig(c: TrainConfig): void {
-  const posInt = ['epochs', 'batchSize', 'gradAccum', 'fbankStack', 'keepLast'] as const;
-  for (const k of posInt) if (!Number.isInteger(c[k]) || c[k] < 1) throw new UserError(`${k} must be a positive integer, got ${c[k]}`);
-  for (const k of ['evalEvery', 'checkpointEvery', 'patience'] as const)
-    if (!Number.isInteger(c[k]) || c[k] < 0) throw new UserError(`${k} must be a non-negative integer, got ${c[k]}`);
-  if (c.maxSteps !== undefined && (!Number.isInteger(c.maxSteps) || c.maxSteps < 1)) throw new UserError(`maxSteps must be a positive integer, got ${c.maxSteps}`);
-  if (!(c.lr > 0)) throw new UserError(`lr must be > 0, got ${c.lr}`);
-  if (!(c.cropSeconds > 0)) throw new UserError(`cropSeconds must be > 0, got ${c.cropSeconds}`);
-  if (!(c.validFraction >= 0 && c.validFraction < 1)) throw new UserError(`validFraction must be in [0, 1), got ${c.validFraction}`);
-  if (!['lora', 'full', 'frozen'].includes(c.llmTrain)) throw new UserError(`llm-train must be lora, full or frozen, got ${c.llmTrain}`);
 }
 
 /** Training / validation items and the label set. */
@@ -254,9 +124,10 @@ async function loadSplits(
 /** `encoderDir`: the local folder of a Hugging Face encoder (c.encoder may be a Hub id). */
 function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
   const features = parseBuiltinEncoder(c.encoder);
-  if (!features) return { kind: 'hf', path: path.resolve(encoderDir) };
   // plain fbank keeps the spec it always had (no features key)
-  return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn }, ...(c.encoder === 'fbank' ? {} : { features }) };
+  if (features) return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn }, ...(c.encoder === 'fbank' ? {} : { features }) };
+  const hub = pinnedHubId(c.encoder, encoderDir);
+  return { kind: 'hf', path: path.resolve(encoderDir), ...(hub ? { hub } : {}) };
 }
 
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
@@ -271,9 +142,12 @@ function epochPlan(c: TrainConfig, epoch: number, labels: number[], lengths: num
   return steps;
 }
 
-/** Trains (or resumes, when `out` holds checkpoints and `resume` is set) and writes the model folder `out`. */
+/**
+ * Trains with `config` (defaults filled in, validated) and writes the model folder `out`; with `resume` it
+ * continues the run in `out` with the configuration saved there instead.
+ */
 export async function train(
-  config: TrainConfig,
+  config: TrainConfigInput,
   out: string,
   opts: {
     resume?: boolean;
@@ -286,17 +160,16 @@ export async function train(
   const log = opts.hooks?.log ?? ((l: string) => console.error(l));
   out = path.resolve(out);
   const ckptRoot = path.join(out, 'checkpoints');
-  let c = config;
+  let c: TrainConfig;
   if (opts.resume) {
     c = readTrainConfig(out);
     // a run that stopped before its first checkpoint has nothing to continue: starting over is the user's call
     if (!listCheckpoints(ckptRoot).length) throw new UserError('no checkpoint to resume from: run the same command without --resume to start over', out);
-    log(`resume: ${out} (configuration from ${CONFIG_FILE})`);
+    log(`resume: ${out} (configuration from ${TRAIN_CONFIG_FILE})`);
   } else if (fs.existsSync(path.join(out, MODEL_FILE)) || listCheckpoints(ckptRoot).length) {
     // (a folder with only train_config.json is a run that stopped before its first checkpoint: nothing to lose)
     throw new UserError('already holds a training run: pass --resume to continue it, or choose another --out', out);
-  }
-  checkConfig(c);
+  } else c = defaultTrainConfig(config);
   fs.mkdirSync(out, { recursive: true });
 
   const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
@@ -315,6 +188,7 @@ export async function train(
     encoder: encoderSpec(c, encoderDir),
     llmDir,
     llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
+    llmHub: c.llm === 'tiny' ? undefined : pinnedHubId(c.llm, llmDir),
     llmTrain: c.llmTrain,
     lora: c.lora,
     mapper: c.mapper,
@@ -325,7 +199,7 @@ export async function train(
   });
   try {
     // written once the data, encoder and LLM have loaded: a run that fails to start leaves nothing to --resume
-    if (!opts.resume) writeFileAtomic(path.join(out, CONFIG_FILE), `${JSON.stringify(c, null, 2)}\n`);
+    if (!opts.resume) writeFileAtomic(path.join(out, TRAIN_CONFIG_FILE), `${JSON.stringify(c, null, 2)}\n`);
     const cache = new FeatureCache(cacheRoot({ cacheDir: c.cacheDir }), model.encoder, { layers: model.spec.encoderLayers, onWarning: log });
     log(`features: ${model.encoder.id}, ${trainItems.length + validItems.length} clips`);
     const prepTrain = await prepareClips(cache, trainItems, { onProgress: opts.hooks?.onFeatures });

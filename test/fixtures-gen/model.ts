@@ -4,7 +4,8 @@
  * not good (a few steps); they are what the code under test must reproduce.
  */
 import path from 'node:path';
-import { defaultTrainConfig, train } from '../../src/train/trainer.ts';
+import { defaultTrainConfig } from '../../src/train/config.ts';
+import { train } from '../../src/train/trainer.ts';
 import { emodbSubset } from './subset.ts';
 
 export async function trainSmallModel(dir: string, opts: { steps?: number; cacheDir?: string; encoder?: string; name?: string } = {}): Promise<string> {

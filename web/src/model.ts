@@ -3,7 +3,7 @@
  * from files the user picked, and running it on-device: WebGPU where the browser has an adapter, else WASM.
  */
 import * as ort from 'onnxruntime-web';
-import { type ExportManifest, INPUT_NAME, OUTPUT_PROBABILITIES, OUTPUT_SCORES, parseManifest } from './manifest.ts';
+import { type ExportManifest, INPUT_NAME, OUTPUT_PROBABILITIES, OUTPUT_SCORES, parseManifest } from '../../src/export/manifest.ts';
 import type { ScoreFn } from '../../src/audio/segments.ts';
 
 export type Backend = 'webgpu' | 'wasm';
