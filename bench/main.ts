@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli | peer. Progress goes to stderr;
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli | peer | accuracy. Progress goes to stderr;
  * the last line of stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
@@ -14,6 +14,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   serve: async () => (await import('./serve.ts')).benchServe(),
   cli: async () => (await import('./cli.ts')).benchCli(),
   peer: async () => (await import('./peer.ts')).benchPeer(),
+  accuracy: async () => (await import('./accuracy.ts')).benchAccuracy(),
 };
 
 const name = process.argv[2] ?? 'engine';

@@ -12,7 +12,7 @@ import { classicalPeerLoso, peerFunctionals } from '../src/eval/classical.ts';
 const EMODB_DEV = path.resolve(import.meta.dirname, '../../shared/data/emodb-dev');
 
 /** Mean UA over emodb-dev's leave-one-speaker-out folds, without and with speaker normalisation. */
-export async function benchPeer(data = EMODB_DEV): Promise<Record<string, number>> {
+export async function benchPeer(data = EMODB_DEV, folds?: string[]): Promise<Record<string, number>> {
   const items = (await loadDataset(data)).items;
   // a fresh cache: the feature time is part of the figure, not a leftover of an earlier run
   const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-bench-peer-'));
@@ -20,9 +20,9 @@ export async function benchPeer(data = EMODB_DEV): Promise<Record<string, number
     const t0 = performance.now();
     const features = await peerFunctionals(items, { cacheDir });
     const featureS = (performance.now() - t0) / 1000;
-    const plain = await classicalPeerLoso(features, { speakerNorm: false });
+    const plain = await classicalPeerLoso(features, { speakerNorm: false, folds });
     const t1 = performance.now();
-    const norm = await classicalPeerLoso(features, { speakerNorm: true });
+    const norm = await classicalPeerLoso(features, { speakerNorm: true, folds });
     const foldS = (performance.now() - t1) / 1000 / norm.folds.length;
     console.error(`peer per-fold UA: ${plain.folds.map((f) => `${f.speaker} ${(100 * f.ua).toFixed(1)}`).join(', ')}`);
     console.error(`peer per-fold UA, speaker norm: ${norm.folds.map((f) => `${f.speaker} ${(100 * f.ua).toFixed(1)}`).join(', ')}`);

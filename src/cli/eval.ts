@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { runCv } from '../eval/cv.ts';
 import { type RunEvalOptions, runEval } from '../eval/run.ts';
 import { train } from '../train/trainer.ts';
+import { normalizeFlag } from '../models/normalize.ts';
 import { UserError } from '../util/errors.ts';
 import { addTrainOptions, trainConfigFromCommand } from './train.ts';
 import { trainedModelFolder } from './hub.ts';
@@ -46,8 +47,9 @@ export function defineEval(cmd: Command): void {
     .requiredOption('--data <dir|manifest>', 'labelled corpus')
     .requiredOption('--out <dir>', 'where to write metrics.json, predictions.jsonl and report.html')
     .option('--label-map <map>', 'rename/merge/drop labels, e.g. "exc=hap,sur=-"')
-    .action(async (f: { model: string; data: string; out: string; labelMap?: string }) => {
-      const r = await evalWithProgress({ ...f, model: await trainedModelFolder(f.model) });
+    .option('--normalize <none|speaker|recording>', "group normalisation of the encoder states (default: the model's own); speaker statistics come from each speaker's clips in --data")
+    .action(async (f: { model: string; data: string; out: string; labelMap?: string; normalize?: string }) => {
+      const r = await evalWithProgress({ ...f, model: await trainedModelFolder(f.model), normalize: normalizeFlag(f.normalize) });
       console.log(JSON.stringify({ wa: r.metrics.wa, ua: r.metrics.ua, macro_f1: r.metrics.macro_f1, n: r.metrics.n }));
     });
 }

@@ -5,8 +5,9 @@ import { loadAudio16k } from '../audio/decode.ts';
 import { toCsv } from '../data/csv.ts';
 import { isAudioFile, walkFiles } from '../data/scan.ts';
 import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
-import { type PredictOptions, predictSamples } from '../eval/predict.ts';
+import { type PredictOptions, addRecordingStats, newGroupStats, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
+import { normalizeFlag } from '../models/normalize.ts';
 import { UserError, oneLine } from '../util/errors.ts';
 import { trainedModelFolder } from './hub.ts';
 import { progress } from './progress.ts';
@@ -21,6 +22,7 @@ export interface PredictFlags {
   window?: string;
   hop?: string;
   maxSeconds?: string;
+  normalize?: string;
 }
 
 /** Audio files named on the command line; folders are walked (sorted, so runs are repeatable). */
@@ -82,8 +84,20 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   if (!SEGMENT_MODES.includes(segment)) throw new UserError(`--segment must be one of ${SEGMENT_MODES.join(', ')}, got "${segment}"`);
   const model = EmoSLLM.load(await trainedModelFolder(f.model));
   const labels = f.labels ? f.labels.split(',').map((s) => s.trim()).filter(Boolean) : model.labels;
-  const o: PredictOptions = { segment, windowSeconds: num('--window', f.window), hopSeconds: num('--hop', f.hop), transcript: f.transcript, labels };
+  const o: PredictOptions = { segment, windowSeconds: num('--window', f.window), hopSeconds: num('--hop', f.hop), transcript: f.transcript, labels, normalize: normalizeFlag(f.normalize) };
   const maxSeconds = num('--max-seconds', f.maxSeconds) ?? 3600;
+  if ((o.normalize ?? model.normalize) === 'speaker') {
+    // the files of one call are one speaker's: their statistics first (a file that cannot be read is its error row later)
+    const stats = newGroupStats(model);
+    for (const file of files) {
+      const samples = await loadAudio16k(file, { maxSeconds }).catch((e: unknown) => {
+        if (e instanceof UserError) return undefined;
+        throw e;
+      });
+      if (samples) await addRecordingStats(model, samples, stats, o);
+    }
+    o.speakerStats = stats.result();
+  }
 
   const done = f.out ? doneFiles(f.out, format) : new Set<string>();
   let fd: number | undefined;
@@ -146,6 +160,7 @@ export function definePredict(cmd: Command): void {
     .option('--window <s>', "window length in seconds (default: the model's training crop, 3 s)")
     .option('--hop <s>', 'window hop in seconds (default half the window)')
     .option('--max-seconds <s>', 'longest accepted file (default 3600)')
+    .option('--normalize <none|speaker|recording>', "group normalisation (default: the model's own): speaker = the files of this call are one speaker's clips; recording = each file on its own statistics")
     .action(async (files: string[], f: PredictFlags) => {
       const r = await runPredict(files, f);
       if (f.out) console.error(`predict: ${r.done} file(s) done, ${r.skipped} already in ${f.out}, ${r.failed} failed`);

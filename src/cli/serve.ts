@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import { SERVE_DEFAULTS, startServer } from '../serve/server.ts';
 import { parseHubId } from '../io/hub.ts';
+import { normalizeFlag } from '../models/normalize.ts';
 import { UserError } from '../util/errors.ts';
 import { trainedModelFolder } from './hub.ts';
 
 export interface ServeFlags {
   model: string;
+  normalize?: string;
   host: string;
   port: string;
   queue: string;
@@ -33,6 +35,13 @@ function parseNumber(flag: string, v: string, o: { integer?: boolean; min: numbe
   return n;
 }
 
+/** --normalize for the server: a request is one recording, so speaker normalisation is not offered. */
+function serveNormalize(v: string | undefined): 'none' | 'recording' | undefined {
+  const mode = normalizeFlag(v);
+  if (mode === 'speaker') throw new UserError('--normalize speaker needs a speaker\'s clips, which one request does not hold: use recording or none');
+  return mode;
+}
+
 export async function runServe(f: ServeFlags): Promise<void> {
   const timeout = parseNumber('--timeout', f.timeout, { min: 0.001 });
   const handle = await startServer({
@@ -45,6 +54,7 @@ export async function runServe(f: ServeFlags): Promise<void> {
     maxBytes: parseBytes('--max-bytes', f.maxBytes),
     maxSeconds: parseNumber('--max-seconds', f.maxSeconds, { min: 0.001 }),
     token: f.token ?? process.env.EMOSLLM_TOKEN,
+    normalize: serveNormalize(f.normalize),
     waitReady: false,
   });
   console.error(`serve: loading ${f.model} (${handle.url}/healthz answers 503 until it is ready)`);
@@ -80,6 +90,7 @@ export function defineServe(cmd: Command): void {
     .option('--timeout <s>', 'per-request limit in seconds, queueing included (504 past it)', String(SERVE_DEFAULTS.timeoutMs / 1000))
     .option('--max-bytes <n>', 'largest request body (413 past it); K/M/G suffixes', '50M')
     .option('--max-seconds <s>', 'longest audio (422 past it)', String(SERVE_DEFAULTS.maxSeconds))
+    .option('--normalize <none|recording>', "group normalisation of each request (default: the model's own; a model trained with speaker gets recording: the request's own windows)")
     .option('--token <t>', 'require "Authorization: Bearer <t>" (default: env EMOSLLM_TOKEN; /healthz stays open)')
     .option('--name <name>', 'model name in the answers (default: the model folder name, or the Hub id)')
     .action(async (f: ServeFlags) => {

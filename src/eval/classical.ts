@@ -227,12 +227,12 @@ export interface PeerLosoResult {
   wa: number;
 }
 
-/** Leave-one-speaker-out over `all` (functionals computed once): the peer's per-fold and mean UA. */
-export async function classicalPeerLoso(all: PeerFeatures, opts: { speakerNorm: boolean }): Promise<PeerLosoResult> {
+/** Leave-one-speaker-out over `all` (functionals computed once; `folds` limits the held-out speakers): the peer's per-fold and mean UA. */
+export async function classicalPeerLoso(all: PeerFeatures, opts: { speakerNorm: boolean; folds?: string[] }): Promise<PeerLosoResult> {
   const featuresOf = new Map(all.items.map((it, i) => [it, all.features[i]!]));
   const labels = [...new Set(all.items.map((i) => i.label))].sort();
   const folds: PeerLosoResult['folds'] = [];
-  for (const fold of leaveOneGroupOut(all.items, 'speaker')) {
+  for (const fold of leaveOneGroupOut(all.items, 'speaker').filter((f) => !opts.folds || opts.folds.includes(f.group))) {
     const pick = (items: DatasetItem[]): PeerFeatures => ({ items, features: items.map((i) => featuresOf.get(i)!), warnings: [] });
     const r = await runClassicalPeer(pick(fold.train), pick(fold.test), { speakerNorm: opts.speakerNorm, labels });
     folds.push({ speaker: fold.group, ua: r.ua, wa: r.wa });

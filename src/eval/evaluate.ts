@@ -6,6 +6,7 @@
 import type { EmoSLLM } from '../models/emosllm.ts';
 import type { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, statesOf } from '../features/clips.ts';
+import type { StatesTransform } from '../features/normalize.ts';
 import { type Metrics, computeMetrics } from './metrics.ts';
 
 export interface Prediction {
@@ -31,7 +32,7 @@ export async function evaluateClips(
   model: EmoSLLM,
   cache: FeatureCache,
   clips: ClipRef[],
-  opts: { onProgress?: (done: number, total: number) => void; batch?: number } = {},
+  opts: { onProgress?: (done: number, total: number) => void; batch?: number; /** group normalisation (features/normalize.ts) */ transform?: StatesTransform } = {},
 ): Promise<EvalResult> {
   const labels = model.labels;
   const predictions: Prediction[] = [];
@@ -42,7 +43,8 @@ export async function evaluateClips(
     const states = await statesOf(cache, part);
     for (let k = 0; k < part.length; k++) {
       const { item } = part[k];
-      const r = await model.scoreStates(states[k], { transcript: item.transcript });
+      const st = opts.transform ? opts.transform(part[k], states[k]) : states[k];
+      const r = await model.scoreStates(st, { transcript: item.transcript });
       const t = labels.indexOf(item.label);
       if (t < 0) throw new Error(`evaluateClips: label "${item.label}" of ${item.id} is not in the model's label set`);
       loss -= r.scores[t];

@@ -2,13 +2,24 @@
  * Prediction on audio of any length with a trained model: the shared segmenting and aggregation
  * (src/audio/segments.ts, also used by the server and the browser page) with the model's encoder and label
  * scoring, giving the clip's label, probabilities and timeline {start, end, label, probabilities}.
+ *
+ * Group normalisation (models/normalize.ts): 'recording' normalises every segment with the statistics of all the
+ * recording's segments (each is encoded once, before the first is scored); 'speaker' with a speaker's statistics,
+ * which the caller gathers (speakerStats: `predict` takes every file of the call as one speaker's).
  */
-import { type SegmentOptions, scoreTimeline } from '../audio/segments.ts';
+import { type SegmentOptions, scoreTimeline, segmentRanges } from '../audio/segments.ts';
 import type { EmoSLLM } from '../models/emosllm.ts';
+import { type ChannelStats, FrameStats, type NormalizeMode } from '../models/normalize.ts';
+import type { ClipStates } from '../models/processor.ts';
+import { UserError } from '../util/errors.ts';
 
 export interface PredictOptions extends SegmentOptions {
   transcript?: string;
   labels?: string[];
+  /** group normalisation (default: the model's own, emosllm.json "normalize") */
+  normalize?: NormalizeMode;
+  /** 'speaker': the speaker's statistics (speakerStats) */
+  speakerStats?: ChannelStats;
   /** checked before every segment: an aborted prediction stops there (a server's timeouts) */
   signal?: AbortSignal;
 }
@@ -30,12 +41,46 @@ export interface ClipPrediction {
 
 const SR = 16000;
 
-/** Label, probabilities and timeline for 16 kHz mono samples; windows default to the model's training crop. */
+/** Windows default to the model's training crop. */
+const segmentOptions = (model: EmoSLLM, o: PredictOptions) => ({ ...o, windowSeconds: o.windowSeconds ?? model.spec.audio.trainCropSeconds });
+
+/** The encoder states of every segment predictSamples scores, keyed by the segment's first sample. */
+async function segmentStates(model: EmoSLLM, samples: Float32Array, o: PredictOptions): Promise<Map<number, ClipStates>> {
+  const out = new Map<number, ClipStates>();
+  for (const [a, b] of segmentRanges(samples, SR, segmentOptions(model, o))) {
+    o.signal?.throwIfAborted();
+    out.set(a, (await model.encode([samples.subarray(a, b)]))[0]!);
+  }
+  return out;
+}
+
+/** Adds a recording's segment states to a group's statistics (a speaker's, gathered over their recordings). */
+export async function addRecordingStats(model: EmoSLLM, samples: Float32Array, stats: FrameStats, o: PredictOptions = {}): Promise<void> {
+  for (const s of (await segmentStates(model, samples, o)).values()) stats.add(s);
+}
+
+/** Statistics to gather for speaker normalisation, sized for the model's encoder states. */
+export const newGroupStats = (model: EmoSLLM) => new FrameStats(model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
+
+/** Label, probabilities and timeline for 16 kHz mono samples. */
 export async function predictSamples(model: EmoSLLM, samples: Float32Array, o: PredictOptions = {}): Promise<ClipPrediction> {
   const labels = o.labels ?? model.labels;
   const byLabel = (ps: number[]) => Object.fromEntries(labels.map((l, i) => [l, ps[i]!]));
-  const t = await scoreTimeline(samples, { ...o, windowSeconds: o.windowSeconds ?? model.spec.audio.trainCropSeconds, labels, sampleRate: SR }, async (piece) => {
-    const [states] = await model.encode([piece]);
+  const mode = o.normalize ?? model.normalize;
+  if (mode === 'speaker' && !o.speakerStats) throw new UserError("speaker normalisation needs the speaker's statistics (predict: all the files of the call are one speaker's)");
+  // 'recording' needs every segment before the first is scored; the others encode as they go (long audio stays small)
+  let recording: { states: Map<number, ClipStates>; stats: ChannelStats } | undefined;
+  if (mode === 'recording') {
+    const states = await segmentStates(model, samples, o);
+    const g = newGroupStats(model);
+    for (const s of states.values()) g.add(s);
+    recording = { states, stats: g.result() };
+  }
+  const t = await scoreTimeline(samples, { ...segmentOptions(model, o), labels, sampleRate: SR }, async (piece) => {
+    const start = piece.byteOffset / Float32Array.BYTES_PER_ELEMENT - samples.byteOffset / Float32Array.BYTES_PER_ELEMENT;
+    let states = recording?.states.get(start) ?? (await model.encode([piece]))[0]!;
+    const group = recording?.stats ?? (mode === 'speaker' ? o.speakerStats : undefined);
+    if (group) states = model.normalizeGroup(states, group);
     return model.scoreStates(states, { transcript: o.transcript, labels });
   });
   return {

@@ -7,8 +7,10 @@ import path from 'node:path';
 import { loadDataset } from '../data/dataset.ts';
 import { FeatureCache } from '../features/cache.ts';
 import { prepareClips } from '../features/clips.ts';
+import { groupNormalization } from '../features/normalize.ts';
 import { cacheRoot } from '../graph/runtime.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
+import type { NormalizeMode } from '../models/normalize.ts';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { type EvalResult, evaluateClips } from './evaluate.ts';
@@ -30,6 +32,8 @@ export interface RunEvalOptions {
   out: string;
   labelMap?: string;
   log?: (l: string) => void;
+  /** group normalisation (default: the model's own, emosllm.json "normalize"); speaker statistics come from the evaluated clips */
+  normalize?: NormalizeMode;
   /** evaluate only these clip ids (a held-out fold or split) */
   only?: Set<string>;
   /** features then scoring, each counted over the clips: done of 2 * clips */
@@ -51,15 +55,19 @@ export async function runEval(f: RunEvalOptions): Promise<EvalResult> {
     const cache = new FeatureCache(cacheRoot(), model.encoder, { layers: model.spec.encoderLayers, onWarning: log });
     const prep = await prepareClips(cache, items, { onProgress: (d, t) => f.onProgress?.(d, 2 * t) });
     for (const w of prep.warnings) log(`warning: ${w}`);
-    const r = await evaluateClips(model, cache, prep.clips, { onProgress: (d, t) => f.onProgress?.(t + d, 2 * t) });
+    const normalize = f.normalize ?? model.normalize;
+    if (normalize !== 'none') log(`eval: normalize ${normalize}${f.normalize ? '' : ' (the model\'s setting)'}`);
+    const dims = { layers: model.mapperConfig.numHiddenStates, dim: model.mapperConfig.dIn };
+    const transform = await groupNormalization(cache, prep.clips, normalize, dims, model.featureNorm);
+    const r = await evaluateClips(model, cache, prep.clips, { transform, onProgress: (d, t) => f.onProgress?.(t + d, 2 * t) });
     fs.mkdirSync(f.out, { recursive: true });
-    writeFileAtomic(path.join(f.out, 'metrics.json'), metricsJson(r.metrics, { model: path.resolve(f.model), data: path.resolve(f.data), skipped: prep.warnings }));
+    writeFileAtomic(path.join(f.out, 'metrics.json'), metricsJson(r.metrics, { model: path.resolve(f.model), data: path.resolve(f.data), normalize, skipped: prep.warnings }));
     writePredictions(path.join(f.out, 'predictions.jsonl'), r);
     const history = path.join(f.model, 'history.json');
     const curves: Curve[] = fs.existsSync(history) ? historyCurves(JSON.parse(fs.readFileSync(history, 'utf8')), 'training') : [];
     writeReport(path.join(f.out, 'report.html'), {
       title: 'EmoSLLM evaluation',
-      info: { model: path.resolve(f.model), data: path.resolve(f.data), clips: String(r.metrics.n), corpus: ds.corpus },
+      info: { model: path.resolve(f.model), data: path.resolve(f.data), clips: String(r.metrics.n), corpus: ds.corpus, normalize },
       metrics: r.metrics,
       curves,
       synthetic: isSynthetic(f.data),

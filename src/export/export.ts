@@ -24,7 +24,7 @@ import { builtinEncoderGraph, receptiveField } from '../models/frame-encoders.ts
 import { LlamaModel } from '../models/llama.ts';
 import { answerTensors } from '../models/processor.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
-import { buildQPMapper, qpmapperParamShapes } from '../models/qpmapper.ts';
+import { qpmapperParamShapes } from '../models/qpmapper.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { EXPORT_FORMAT, type ExportManifest, parseManifest } from './manifest.ts';
 import { writeOnnxFile } from './onnx-file.ts';
@@ -103,7 +103,7 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
       const g = new Graph();
       const audio = g.input('audio', 'float32', [1, 'samples']);
       const hs = stackLayers(encoderGraph(m, modelDir, audio));
-      const tokens = buildQPMapper(g, m.mapperConfig, mapperConstants(g, m), m.normalizeStates(hs), onesMask(hs));
+      const tokens = m.audioTokens(g, mapperConstants(g, m), hs, onesMask(hs));
       const a = ansConst(g);
       const p = g.constant(BigInt64Array.from(promptIds, BigInt), [1, promptIds.length], 'int64', 'prompt_ids');
       const { scores, probabilities } = scoreLabels(g, llm, tokens, p, a.first, a.ids, a.next);
@@ -121,7 +121,7 @@ export async function exportModel(modelDir: string, outDir: string, o: ExportOpt
         const g = new Graph();
         const cfg = m.mapperConfig;
         const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 1, 'frames', cfg.dIn]);
-        writeOnnxFile({ audio_tokens: buildQPMapper(g, cfg, mapperConstants(g, m), m.normalizeStates(hs), onesMask(hs)) }, path.join(outDir, 'mapper.onnx'), { graphName: 'emosllm-mapper' });
+        writeOnnxFile({ audio_tokens: m.audioTokens(g, mapperConstants(g, m), hs, onesMask(hs)) }, path.join(outDir, 'mapper.onnx'), { graphName: 'emosllm-mapper' });
       }
       {
         const g = new Graph();

@@ -19,7 +19,7 @@ export const OPSET = 17;
 const INLINE_LIMIT = 4096; // bytes: larger constants go to external data
 
 /** Attributes that exist only in our IR (type hints), never written to ONNX. */
-const INTERNAL_ATTRS = new Set(['to_dtype', 'shape_hint', 'out_shapes', 'value_dtype']);
+const INTERNAL_ATTRS = new Set(['to_dtype', 'shape_hint', 'out_shapes', 'value_dtype', 'k_hint']);
 
 /** An external data file the model folder must contain. */
 export type ExternalFile =

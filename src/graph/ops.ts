@@ -763,6 +763,20 @@ def('GatherElements', {
 });
 export const gatherElements = (data: Value, idx: Value, axis: number) => apply1('GatherElements', [data, idx], { axis });
 
+def('TopK', {
+  infer: ([x], attrs) => {
+    const shape = [...x.shape];
+    shape[normAxis(attrs.axis as number, x.rank)] = attrs.k_hint as string | number;
+    return [{ dtype: x.dtype, shape }, { dtype: 'int64', shape }];
+  },
+  noGrad: 'sorts frozen statistics only (the mapper\'s clip functionals, models/functionals.ts): forward only',
+});
+/** x sorted ascending along `axis` (ONNX TopK with k = the axis length). */
+export function sortAscending(x: Value, axis: number): Value {
+  const a = normAxis(axis, x.rank);
+  return apply('TopK', [x, dimOf(x, a)], { axis: a, largest: 0, sorted: 1, k_hint: x.shape[a] as string | number })[0];
+}
+
 def('ScatterND', { infer: same, noGrad: 'appears only in backward graphs' });
 def('ScatterElements', { infer: same, noGrad: 'appears only in backward graphs' });
 

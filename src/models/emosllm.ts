@@ -25,9 +25,9 @@ import { LRUCache } from 'lru-cache';
 import { grad } from '../graph/autodiff.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { maskedCrossEntropy } from '../graph/nn.ts';
-import { add, concat, dimOf, expand, gather, logSoftmax, mul, neg, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
+import { add, concat, dimOf, equal, expand, gather, logSoftmax, mul, neg, not, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
-import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
+import { SafetensorsFile, type TensorInput, writeSafetensors } from '../io/safetensors.ts';
 import { folderOrCachedHub } from '../io/hub.ts';
 import { Rng } from '../util/rng.ts';
 import { UserError } from '../util/errors.ts';
@@ -36,18 +36,22 @@ import type { FrameEncoder } from './encoder.ts';
 import { type EncoderSpec, openFrameEncoder, releaseFrameEncoder } from './frame-encoders.ts';
 import { LlamaModel, causalLmLossAt } from './llama.ts';
 import { type LoraConfig, type LoraTensors, initLora, loadAdapter, loraInputs, saveAdapter, checkAdapter } from './lora.ts';
+import { type ChannelStats, type NormalizeMode, applyTransform, groupTransform, isNormalizeMode } from './normalize.ts';
 import { type Batch, type ClipStates, IGNORE_INDEX, answerTensors } from './processor.ts';
 import { DEFAULT_PROMPT, PromptBuilder, type PromptConfig, TextTokenizer } from './prompt.ts';
 import {
   type QPMapperConfig,
+  type StatNorm,
   buildQPMapper,
   defaultQPMapperConfig,
   initQPMapper,
   loadQPMapper,
+  mapperFunctionals,
   qpmapperConfigFromJson,
   qpmapperConfigToJson,
   qpmapperParamShapes,
   saveQPMapper,
+  statWidth,
 } from './qpmapper.ts';
 
 export const MODEL_FORMAT = 'emosllm-model/1';
@@ -75,6 +79,8 @@ export interface EmoSLLMSpec {
    * (file in the model folder: tensors mean and std, [L, D]); absent = none.
    */
   featureNorm?: string;
+  /** group normalisation the model was trained with (models/normalize.ts); absent = none */
+  normalize?: NormalizeMode;
   audio: {
     /** crop length of training clips */
     trainCropSeconds: number;
@@ -127,6 +133,9 @@ export interface CreateOptions {
   prompt?: PromptConfig;
   trainCropSeconds?: number;
   maxSeconds?: number;
+  normalize?: NormalizeMode;
+  /** a stat token of utterance functionals in the mapper (qpmapper.ts statChannels) */
+  statToken?: boolean;
   seed: number;
   compile?: CompileOptions;
 }
@@ -136,6 +145,8 @@ export class EmoSLLM {
   private scoreSession?: Promise<CompiledGraph>;
   /** per-channel statistics of the training data's encoder states, [L * D] each (see setFeatureNorm) */
   featureNorm?: { mean: Float32Array; std: Float32Array };
+  /** statistics of the stat token's inputs on the training clips (a mapper with statChannels; see setStatNorm) */
+  statNorm?: StatNorm;
   /** bounded: a server's clients may send any number of label sets */
   private readonly prompts = new LRUCache<string, PromptBuilder>({ max: 64 });
   readonly shapes: Record<string, number[]> = {};
@@ -187,6 +198,8 @@ export class EmoSLLM {
       numHiddenStates: layers.length,
       dLlm: llm.config.hiddenSize,
       tMax: Math.ceil(maxSeconds * encoder.frameRate),
+      // the functionals are taken over the encoder's own frames: a built-in encoder's stacking is undone
+      statChannels: o.statToken ? encoder.hiddenSize / (o.encoder.kind === 'fbank' ? o.encoder.stack : 1) : 0,
       ...o.mapper,
     });
     const rng = new Rng(`emosllm:${o.seed}`);
@@ -210,6 +223,7 @@ export class EmoSLLM {
       llm: { path: llmDir, ...(o.llmBuiltin ? { builtin: o.llmBuiltin } : {}), ...(o.llmHub ? { hub: o.llmHub } : {}) },
       llmTrain: o.llmTrain,
       ...(o.llmTrain === 'lora' ? { lora: o.lora ?? { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] } } : {}),
+      normalize: o.normalize ?? 'none',
       audio: { trainCropSeconds: o.trainCropSeconds ?? 3, maxSeconds },
     };
     const m = new EmoSLLM(spec, process.cwd(), encoder, llm, tokenizer, mapperConfig, loraConfig, params, o.compile);
@@ -230,6 +244,8 @@ export class EmoSLLM {
     if (spec.format !== MODEL_FORMAT) throw new UserError(`format is ${JSON.stringify(spec.format)}, expected "${MODEL_FORMAT}"`, file);
     if (!Array.isArray(spec.labels) || spec.labels.length < 2 || spec.labels.some((l) => typeof l !== 'string'))
       throw new UserError('"labels" must list at least two label strings', file);
+    if (spec.normalize !== undefined && !isNormalizeMode(spec.normalize)) throw new UserError(`"normalize" must be none, speaker or recording, got ${JSON.stringify(spec.normalize)}`, file);
+    if (spec.normalize !== undefined && spec.normalize !== 'none' && !spec.featureNorm) throw new UserError(`"normalize" ${spec.normalize} needs "featureNorm" (the training statistics)`, file);
     if (!['lora', 'full', 'frozen'].includes(spec.llmTrain)) throw new UserError(`"llmTrain" must be lora, full or frozen, got ${JSON.stringify(spec.llmTrain)}`, file);
     const llmDir = folderOrCachedHub(path.resolve(dir, spec.llm?.path ?? ''), spec.llm?.hub);
     if (!fs.existsSync(path.join(llmDir, 'config.json'))) throw new UserError(`the LLM folder ${llmDir} has no config.json`, file);
@@ -273,6 +289,11 @@ export class EmoSLLM {
         const n = mapperConfig.numHiddenStates * mapperConfig.dIn;
         for (const k of ['mean', 'std']) if (!f.has(k) || f.info(k).shape.reduce((a, b) => a * b, 1) !== n) throw new UserError(`needs tensors mean and std of ${n} values`, file);
         m.setFeatureNorm(f.readF32('mean'), f.readF32('std'));
+        if (mapperConfig.statChannels) {
+          const w = statWidth(mapperConfig);
+          for (const k of ['stat_mean', 'stat_std']) if (!f.has(k) || f.info(k).shape.reduce((a, b) => a * b, 1) !== w) throw new UserError(`the mapper's stat token needs tensors stat_mean and stat_std of ${w} values`, file);
+          m.setStatNorm(f.readF32('stat_mean'), f.readF32('stat_std'));
+        }
       } finally {
         f.close();
       }
@@ -302,7 +323,10 @@ export class EmoSLLM {
     }
     if (this.featureNorm) {
       const shape = [this.mapperConfig.numHiddenStates, this.mapperConfig.dIn];
-      writeSafetensors(path.join(dir, 'feature_norm.safetensors'), { mean: { dtype: 'F32', shape, data: this.featureNorm.mean }, std: { dtype: 'F32', shape, data: this.featureNorm.std } });
+      const stats: Record<string, TensorInput> = this.statNorm
+        ? { stat_mean: { dtype: 'F32' as const, shape: [this.statNorm.mean.length], data: this.statNorm.mean }, stat_std: { dtype: 'F32' as const, shape: [this.statNorm.std.length], data: this.statNorm.std } }
+        : {};
+      writeSafetensors(path.join(dir, 'feature_norm.safetensors'), { mean: { dtype: 'F32', shape, data: this.featureNorm.mean }, std: { dtype: 'F32', shape, data: this.featureNorm.std }, ...stats });
     }
     const rel = (p: string) => {
       const r = path.relative(abs, p);
@@ -349,6 +373,48 @@ export class EmoSLLM {
     this.featureNorm = { mean, std };
   }
 
+  /** Sets the standardisation of the stat token's inputs (statWidth values each); before the first graph is built. */
+  setStatNorm(mean: Float32Array, std: Float32Array): void {
+    const n = statWidth(this.mapperConfig);
+    if (!n) throw new Error('setStatNorm: the mapper has no stat token');
+    if (mean.length !== n || std.length !== n) throw new Error(`setStatNorm: ${mean.length}/${std.length} values, need ${n}`);
+    if (this.trainSession || this.scoreSession) throw new Error('setStatNorm: graphs are already built');
+    if (std.some((x) => !(x > 0))) throw new Error('setStatNorm: std must be > 0');
+    this.statNorm = { mean, std };
+  }
+
+  /**
+   * The stat token's inputs (utterance functionals of the normalised states, mapperFunctionals) of each clip,
+   * whole: the trainer's statistics for setStatNorm. Built after setFeatureNorm.
+   */
+  async clipFunctionals(clips: ClipStates[]): Promise<Float32Array[]> {
+    const cfg = this.mapperConfig;
+    if (!cfg.statChannels) throw new Error('clipFunctionals: the mapper has no stat token');
+    const g = new Graph();
+    const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 1, 'T', cfg.dIn]);
+    const fm = g.input('frame_mask', 'int64', [1, 'T']);
+    const s = await compile({ functionals: mapperFunctionals(cfg, this.normalizeStates(hs), not(equal(fm, 0))) }, { name: 'emosllm clip functionals', ...this.compileOptions });
+    try {
+      const out: Float32Array[] = [];
+      for (const c of clips) {
+        const T = Math.max(1, c.frames);
+        const x = new Float32Array(cfg.numHiddenStates * T * cfg.dIn);
+        c.states.forEach((st, l) => x.set(st.subarray(0, c.frames * cfg.dIn), l * T * cfg.dIn));
+        const mask = new BigInt64Array(T).fill(c.frames > 0 ? 1n : 0n);
+        const r = await s.run({ hidden_states: tensor(x, [cfg.numHiddenStates, 1, T, cfg.dIn]), frame_mask: tensor(mask, [1, T]) });
+        out.push(Float32Array.from(r.functionals.data as Float32Array));
+      }
+      return out;
+    } finally {
+      await s.release();
+    }
+  }
+
+  /** The mapper on raw encoder states: normalisation, stat token (when the mapper has one), audio tokens [B, n_q, H]. */
+  audioTokens(g: Graph, params: Record<string, Value>, hs: Value, frameMask: Value): Value {
+    return buildQPMapper(g, this.mapperConfig, params, this.normalizeStates(hs), frameMask, { statNorm: this.statNorm });
+  }
+
   /** hidden_states [L, B, T, D] -> (x - mean) / std per layer and channel (identity without statistics). */
   normalizeStates(hs: Value): Value {
     if (!this.featureNorm) return hs;
@@ -358,6 +424,16 @@ export class EmoSLLM {
     return g.scope('feature_norm', () =>
       mul(sub(hs, g.constant(this.featureNorm!.mean, [L, 1, 1, D], 'float32', 'feature_norm.mean')), g.constant(inv, [L, 1, 1, D], 'float32', 'feature_norm.inv_std')),
     );
+  }
+
+  /** The group normalisation the model was trained with (emosllm.json "normalize"). */
+  get normalize(): NormalizeMode {
+    return this.spec.normalize ?? 'none';
+  }
+
+  /** States normalised with a group's statistics (a speaker's clips, a recording's windows): models/normalize.ts. */
+  normalizeGroup(states: ClipStates, group: ChannelStats): ClipStates {
+    return applyTransform(states, groupTransform(group, this.featureNorm));
   }
 
   /** Frames per second of the encoder states. */
@@ -415,7 +491,7 @@ export class EmoSLLM {
     const attentionMask = g.input('attention_mask', 'int64', ['B', 'S']);
     const lossPositions = g.input('loss_positions', 'int64', ['B', 'K']);
     const lossTargets = g.input('loss_targets', 'int64', ['B', 'K']);
-    const audioTokens = buildQPMapper(g, cfg, mapper, this.normalizeStates(hs), fm); // [B, n_q, H]
+    const audioTokens = this.audioTokens(g, mapper, hs, fm); // [B, n_q, H]
     const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
     const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
     const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
@@ -442,7 +518,7 @@ export class EmoSLLM {
     const firstTargets = g.input('first_targets', 'int64', ['C']);
     const answerIds = g.input('answer_ids', 'int64', ['C', 'A']);
     const answerNext = g.input('answer_next', 'int64', ['C', 'A']);
-    const outputs = scoreLabels(g, this.llm, buildQPMapper(g, cfg, mapper, this.normalizeStates(hs), fm), promptIds, firstTargets, answerIds, answerNext, lora);
+    const outputs = scoreLabels(g, this.llm, this.audioTokens(g, mapper, hs, fm), promptIds, firstTargets, answerIds, answerNext, lora);
     return compile(outputs, { name: 'emosllm score', ...this.compileOptions });
   }
 

@@ -44,18 +44,28 @@ import {
   not,
   pad,
   range,
+  reduceMean,
   reduceSum,
   reshape,
+  shapeOf,
   slice,
   softmax,
   squeeze,
+  sub,
   transpose,
   unsqueeze,
   where,
 } from '../graph/ops.ts';
 import type { Tensor } from '../graph/runtime.ts';
+import { FUNCTIONALS, clipFunctionalsGraph } from './functionals.ts';
 import { SafetensorsCheckpoint, type TensorInput, writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
+
+/** Training-set mean and std of each stat-token input (statWidth values each). */
+export interface StatNorm {
+  mean: Float32Array;
+  std: Float32Array;
+}
 
 export interface QPMapperConfig {
   /** channels of the encoder hidden states */
@@ -75,6 +85,13 @@ export interface QPMapperConfig {
   /** MLP hidden size = mlpRatio * dModel */
   mlpRatio: number;
   layerNormEps: number;
+  /**
+   * 0 (the paper's mapper), or the channels of one encoder frame (d_in / frames stacked per mapper frame): then
+   * one extra key/value token beside the frames carries the clip's utterance functionals (functionals.ts) of the
+   * un-stacked frames, standardised with the training set's statistics and projected to the mapper width
+   * (stat_proj).
+   */
+  statChannels: number;
 }
 
 /** Encoder frame rate (wav2vec2 / HuBERT / WavLM: 20 ms hop). */
@@ -90,6 +107,7 @@ export function defaultQPMapperConfig(sizes: Pick<QPMapperConfig, 'dIn' | 'numHi
     tMax: 30 * FRAMES_PER_SECOND,
     mlpRatio: 4,
     layerNormEps: 1e-5,
+    statChannels: 0,
     ...sizes,
   };
   validateConfig(cfg);
@@ -102,6 +120,8 @@ function validateConfig(cfg: QPMapperConfig, where = 'QPMapper config'): void {
     const v = cfg[k];
     if (!Number.isInteger(v) || v < 1) throw new UserError(`${k} must be a positive integer, got ${JSON.stringify(v)}`, where);
   }
+  if (!Number.isInteger(cfg.statChannels) || cfg.statChannels < 0 || (cfg.statChannels > 0 && cfg.dIn % cfg.statChannels !== 0))
+    throw new UserError(`statChannels must be 0 or divide dIn ${cfg.dIn}, got ${JSON.stringify(cfg.statChannels)}`, where);
   if (!(cfg.layerNormEps > 0)) throw new UserError(`layerNormEps must be > 0, got ${cfg.layerNormEps}`, where);
   if (cfg.dModel % cfg.numHeads !== 0) throw new UserError(`dModel ${cfg.dModel} is not divisible by numHeads ${cfg.numHeads}`, where);
 }
@@ -118,13 +138,14 @@ const JSON_KEYS: Array<[keyof QPMapperConfig, string]> = [
   ['dLlm', 'd_llm'],
   ['mlpRatio', 'mlp_ratio'],
   ['layerNormEps', 'layer_norm_eps'],
+  ['statChannels', 'stat_channels'],
 ];
 
-/** Reads a config in the reference config.json form (snake_case keys; mlp_ratio and layer_norm_eps optional). */
+/** Reads a config in the reference config.json form (snake_case keys; mlp_ratio, layer_norm_eps and stat_channels optional). */
 export function qpmapperConfigFromJson(json: unknown, where = 'QPMapper config'): QPMapperConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new UserError('config must be a JSON object', where);
   const o = json as Record<string, unknown>;
-  const cfg: Partial<Record<keyof QPMapperConfig, number>> = { mlpRatio: 4, layerNormEps: 1e-5 };
+  const cfg: Partial<Record<keyof QPMapperConfig, number>> = { mlpRatio: 4, layerNormEps: 1e-5, statChannels: 0 };
   for (const [key, jkey] of JSON_KEYS) {
     const v = o[jkey];
     if (v === undefined) {
@@ -145,7 +166,8 @@ export function qpmapperConfigFromJson(json: unknown, where = 'QPMapper config')
 }
 
 export function qpmapperConfigToJson(cfg: QPMapperConfig): Record<string, number> {
-  return Object.fromEntries(JSON_KEYS.map(([key, jkey]) => [jkey, cfg[key]]));
+  // stat_channels only when used: the paper's mapper keeps the reference config.json form
+  return Object.fromEntries(JSON_KEYS.filter(([key]) => key !== 'statChannels' || cfg.statChannels).map(([key, jkey]) => [jkey, cfg[key]]));
 }
 
 /** Every parameter [name, shape] in definition order (= the PyTorch QPMapper.state_dict() order). */
@@ -159,6 +181,7 @@ export function qpmapperParamShapes(cfg: QPMapperConfig): Array<[string, number[
     ['in_proj.weight', [d, cfg.dIn]],
     ['in_proj.bias', [d]],
   ];
+  if (cfg.statChannels) out.push(['stat_proj.weight', [d, statWidth(cfg)]], ['stat_proj.bias', [d]]);
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `layers.${i}`;
     out.push([`${p}.norm1.weight`, [d]], [`${p}.norm1.bias`, [d]]);
@@ -245,6 +268,20 @@ function firstRows(x: Value, n: number): Value {
   return transpose(gather(transpose(x, [1, 0, 2]), idx, 0), [1, 0, 2]);
 }
 
+/** Length of the stat token's input: every functional of every channel. */
+export const statWidth = (cfg: Pick<QPMapperConfig, 'statChannels'>): number => FUNCTIONALS.length * cfg.statChannels;
+
+/**
+ * The stat token's input: functionals of the un-stacked frames of the layer-averaged states (constant with
+ * respect to every parameter, so no gradient flows into the sort). hs [L, B, T, d_in] -> [B, statWidth].
+ */
+export function mapperFunctionals(cfg: QPMapperConfig, hs: Value, valid: Value): Value {
+  const stack = cfg.dIn / cfg.statChannels;
+  const h = reshape(reduceMean(hs, [0]), [0, -1, cfg.statChannels]); // [B, T * stack, C]: row-major stacking undone
+  const v = reshape(expand(unsqueeze(valid, [2]), concat([shapeOf(valid), int64s(valid, [stack])], 0), [valid.shape[0], valid.shape[1], stack]), [0, -1]);
+  return clipFunctionalsGraph(h, v);
+}
+
 /** [B, S, d] -> [B, heads, S, head_dim]: channel c belongs to head c // head_dim. */
 function splitHeads(x: Value, heads: number, headDim: number): Value {
   return transpose(reshape(x, [0, 0, heads, headDim]), [0, 2, 1, 3]);
@@ -256,7 +293,14 @@ function splitHeads(x: Value, heads: number, headDim: number): Value {
  * - `frameMask` [B, T] (int64/int32: 1 = valid, or bool): right padding.
  * Returns h_ds [B, n_q, d_llm].
  */
-export function buildQPMapper(g: Graph, cfg: QPMapperConfig, params: Record<string, Value>, hiddenStates: Value | Value[], frameMask: Value): Value {
+export function buildQPMapper(
+  g: Graph,
+  cfg: QPMapperConfig,
+  params: Record<string, Value>,
+  hiddenStates: Value | Value[],
+  frameMask: Value,
+  opts: { statNorm?: StatNorm } = {},
+): Value {
   validateConfig(cfg);
   for (const [name, shape] of qpmapperParamShapes(cfg)) {
     const p = params[name];
@@ -305,10 +349,24 @@ export function buildQPMapper(g: Graph, cfg: QPMapperConfig, params: Record<stri
     });
     const batch = frameMask.shape[0];
     const queriesB = expand(unsqueeze(queries, [0]), concat([dimOf(frames, 0), int64s(frames, [nQ, d])], 0), [batch, nQ, d]);
-    let x = concat([queriesB, add(frames, unsqueeze(framePos, [0]))], 1); // [B, n_q+T, d]
+    const parts = [queriesB];
+    if (cfg.statChannels) {
+      if (!opts.statNorm) throw new Error('buildQPMapper: a mapper with a stat token needs the statistics that standardise it');
+      const { mean, std } = opts.statNorm;
+      parts.push(
+        g.scope('stat_token', () => {
+          const f = mapperFunctionals(cfg, clean, valid);
+          const z = mul(sub(f, g.constant(mean, [statWidth(cfg)], 'float32', 'stat_norm.mean')), g.constant(Float32Array.from(std, (s) => 1 / s), [statWidth(cfg)], 'float32', 'stat_norm.inv_std'));
+          return unsqueeze(linear(z, P('stat_proj.weight'), P('stat_proj.bias')), [1]);
+        }),
+      );
+    }
+    parts.push(add(frames, unsqueeze(framePos, [0])));
+    let x = concat(parts, 1); // [B, n_q (+1) + T, d]
+    const nPre = nQ + (cfg.statChannels ? 1 : 0); // rows before the frames
 
-    // 5. key mask [B, 1, 1, n_q+T]: true = masked (a padded frame); queries are never masked.
-    const padded = cast(pad(cast(not(valid), 'float32'), [0, nQ, 0, 0]), 'bool');
+    // 5. key mask [B, 1, 1, n_q (+1) + T]: true = masked (a padded frame); queries and the stat token never are.
+    const padded = cast(pad(cast(not(valid), 'float32'), [0, nPre, 0, 0]), 'bool');
     const maskedKey = unsqueeze(padded, [1, 2]);
 
     // 6. pre-norm transformer layers. Only the query rows leave the mapper, so the last layer computes the

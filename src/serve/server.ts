@@ -68,6 +68,11 @@ export const SERVE_DEFAULTS = {
 export interface ServeOptions {
   /** a trained model folder, or an already loaded model (then the caller keeps it: close() does not release it) */
   model: string | EmoSLLM;
+  /**
+   * group normalisation of each request: 'none' or 'recording' (the request's own windows). Default: the model's
+   * own setting, where a model trained with 'speaker' gets 'recording' (one request holds no speaker's clips).
+   */
+  normalize?: 'none' | 'recording';
   /** name reported as "model" (default: the model folder's name) */
   name?: string;
   host?: string;
@@ -360,7 +365,7 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
           throw e instanceof UserError ? audioError(e, file) : e;
         }
         try {
-          return await predictSamples(m, samples, { ...o, signal: ac.signal });
+          return await predictSamples(m, samples, { ...o, normalize: opts.normalize ?? (m.normalize === 'none' ? 'none' : 'recording'), signal: ac.signal });
         } catch (e) {
           if (ac.signal.aborted) throw new AbortedError();
           throw e instanceof UserError ? new HttpError(400, 'bad_parameter', oneLine(e)) : e;

@@ -59,6 +59,11 @@ export const TrainConfigFields = z.strictObject({
   // channel with training-set statistics instead (measured on emodb-dev, one held-out speaker: validation UA
   // 55% against 41% with CMVN)
   fbankCmvn: z.boolean().default(false).meta({ description: 'fbank only: per-utterance mean/variance normalisation of the log-mel bins (removes loudness cues)' }),
+  normalize: z
+    .enum(['none', 'speaker', 'recording'])
+    .default('none')
+    .meta({ description: "group normalisation of the encoder states, stored with the model: each speaker's clips (manifest column) or each recording on its own statistics", arg: 'none|speaker|recording' }),
+  statToken: z.boolean().default(true).meta({ description: "a mapper token of the clip's utterance functionals (mean, std, min, max, percentiles, mean |delta| of every channel)" }),
   featureNorm: z.boolean().default(true).meta({ description: "normalise each encoder channel with the training data's mean and std (stored with the model)" }),
   encoderLayers: z.array(count()).min(1).optional().meta({ description: 'encoder hidden states mixed by the mapper (default all)', arg: 'i,j,...' }),
   llm: z.string().min(1).default('tiny').meta({ description: 'LLM: the built-in tiny Llama, or a Llama checkpoint folder or Hub id org/name[@rev]', arg: 'tiny|dir|id' }),

@@ -30,6 +30,7 @@ import { type EvalResult, evaluateClips } from '../eval/evaluate.ts';
 import { historyCurves, writeReport } from '../eval/report.ts';
 import { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
+import { groupNormalization } from '../features/normalize.ts';
 import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
@@ -130,6 +131,20 @@ function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
   return { kind: 'hf', path: path.resolve(encoderDir), ...(hub ? { hub } : {}) };
 }
 
+/** Column means and stds of rows (float64 sums; a constant column gets std 1). */
+function columnStats(rows: Float32Array[]): { mean: Float32Array; std: Float32Array } {
+  const d = rows[0]!.length;
+  const sum = new Float64Array(d);
+  const sq = new Float64Array(d);
+  for (const r of rows) for (let j = 0; j < d; j++) (sum[j] += r[j]!), (sq[j] += r[j]! * r[j]!);
+  const mean = Float32Array.from(sum, (v) => v / rows.length);
+  const std = Float32Array.from(sq, (q, j) => {
+    const v = q / rows.length - mean[j]! ** 2;
+    return v > 1e-12 ? Math.sqrt(v) : 1;
+  });
+  return { mean, std };
+}
+
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
 function epochPlan(c: TrainConfig, epoch: number, labels: number[], lengths: number[]): number[][][] {
   const rng = new Rng(`${c.seed}:epoch:${epoch}`);
@@ -195,6 +210,8 @@ export async function train(
     encoderLayers: c.encoderLayers,
     prompt: { ...DEFAULT_PROMPT, useTranscript: c.useTranscript },
     trainCropSeconds: c.cropSeconds,
+    normalize: c.normalize,
+    statToken: c.statToken,
     seed: c.seed,
   });
   try {
@@ -212,6 +229,21 @@ export async function train(
     if (c.featureNorm) {
       const { mean, std } = await featureStats(cache, trainClips, model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
       model.setFeatureNorm(mean, std);
+    }
+    // each side's groups from its own clips (validation speakers are not training speakers)
+    const dims = { layers: model.mapperConfig.numHiddenStates, dim: model.mapperConfig.dIn };
+    const trainNorm = await groupNormalization(cache, trainClips, c.normalize, dims, model.featureNorm);
+    const validNorm = await groupNormalization(cache, validClips, c.normalize, dims, model.featureNorm);
+    if (c.normalize !== 'none') log(`normalize: ${c.normalize} (encoder states z-normalised per ${c.normalize} before the mapper)`);
+    const modelStates = async (refs: ClipRef[]) => {
+      const raw = await statesOf(cache, refs);
+      return trainNorm ? raw.map((st, k) => trainNorm(refs[k]!, st)) : raw;
+    };
+    if (model.mapperConfig.statChannels) {
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < trainClips.length; i += 32) rows.push(...(await model.clipFunctionals(await modelStates(trainClips.slice(i, i + 32)))));
+      const { mean, std } = columnStats(rows);
+      model.setStatNorm(mean, std);
     }
 
     const cropFrames = Math.round(c.cropSeconds * model.frameRate);
@@ -247,7 +279,7 @@ export async function train(
     );
 
     const example = (ref: ClipRef, states: Example['states']): Example => ({ id: ref.item.id, states, label: labels.indexOf(ref.item.label), transcript: ref.item.transcript });
-    const validate = async (): Promise<EvalResult | undefined> => (validClips.length ? evaluateClips(model, cache, validClips) : undefined);
+    const validate = async (): Promise<EvalResult | undefined> => (validClips.length ? evaluateClips(model, cache, validClips, { transform: validNorm }) : undefined);
     // each checkpoint is also a model folder (emosllm.json, mapper, PEFT adapter or LLM weights)
     const checkpoint = () =>
       saveCheckpoint(ckptRoot, model.params, model.shapes, { m: opt.state().expAvg, v: opt.state().expAvgSq }, state, c.keepLast, (dir) =>
@@ -267,7 +299,7 @@ export async function train(
         let grads: Record<string, Float32Array> | undefined;
         for (let j = 0; j < plan[s].length; j++) {
           const refs = plan[s][j].map((i) => trainClips[i]);
-          const states = await statesOf(cache, refs);
+          const states = await modelStates(refs);
           const rng = new Rng(`${c.seed}:crop:${state.epoch}:${s}:${j}`);
           const batch = buildBatch(
             refs.map((r, k) => example(r, states[k])),
