@@ -34,6 +34,8 @@ export interface RunEvalOptions {
   log?: (l: string) => void;
   /** group normalisation (default: the model's own, emosllm.json "normalize"); speaker statistics come from the evaluated clips */
   normalize?: NormalizeMode;
+  /** extra lines for the report (a peer's figure, ...) */
+  info?: Record<string, string>;
   /** evaluate only these clip ids (a held-out fold or split) */
   only?: Set<string>;
   /** features then scoring, each counted over the clips: done of 2 * clips */
@@ -67,7 +69,7 @@ export async function runEval(f: RunEvalOptions): Promise<EvalResult> {
     const curves: Curve[] = fs.existsSync(history) ? historyCurves(JSON.parse(fs.readFileSync(history, 'utf8')), 'training') : [];
     writeReport(path.join(f.out, 'report.html'), {
       title: 'EmoSLLM evaluation',
-      info: { model: path.resolve(f.model), data: path.resolve(f.data), clips: String(r.metrics.n), corpus: ds.corpus, normalize },
+      info: { model: path.resolve(f.model), data: path.resolve(f.data), clips: String(r.metrics.n), corpus: ds.corpus, normalize, ...f.info },
       metrics: r.metrics,
       curves,
       synthetic: isSynthetic(f.data),

@@ -411,8 +411,8 @@ export class EmoSLLM {
   }
 
   /** The mapper on raw encoder states: normalisation, stat token (when the mapper has one), audio tokens [B, n_q, H]. */
-  audioTokens(g: Graph, params: Record<string, Value>, hs: Value, frameMask: Value): Value {
-    return buildQPMapper(g, this.mapperConfig, params, this.normalizeStates(hs), frameMask, { statNorm: this.statNorm });
+  audioTokens(g: Graph, params: Record<string, Value>, hs: Value, frameMask: Value, statKeep?: Value): Value {
+    return buildQPMapper(g, this.mapperConfig, params, this.normalizeStates(hs), frameMask, { statNorm: this.statNorm, statKeep });
   }
 
   /** hidden_states [L, B, T, D] -> (x - mean) / std per layer and channel (identity without statistics). */
@@ -491,7 +491,8 @@ export class EmoSLLM {
     const attentionMask = g.input('attention_mask', 'int64', ['B', 'S']);
     const lossPositions = g.input('loss_positions', 'int64', ['B', 'K']);
     const lossTargets = g.input('loss_targets', 'int64', ['B', 'K']);
-    const audioTokens = this.audioTokens(g, mapper, hs, fm); // [B, n_q, H]
+    const statKeep = cfg.statChannels ? g.input('stat_keep', 'float32', ['B', statWidth(cfg)]) : undefined;
+    const audioTokens = this.audioTokens(g, mapper, hs, fm, statKeep); // [B, n_q, H]
     const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
     const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
     const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
@@ -533,6 +534,7 @@ export class EmoSLLM {
     const res = await s.run({
       ...this.paramFeeds(),
       hidden_states: tensor(b.hiddenStates, [L, b.size, b.frames, this.mapperConfig.dIn]),
+      ...(this.mapperConfig.statChannels ? { stat_keep: tensor(b.statKeep ?? new Float32Array(b.size * statWidth(this.mapperConfig)).fill(1), [b.size, statWidth(this.mapperConfig)]) } : {}),
       frame_mask: tensor(b.frameMask, [b.size, b.frames]),
       text_ids: tensor(b.textIds, [b.size, b.textLen]),
       attention_mask: tensor(b.attentionMask, [b.size, this.mapperConfig.nQueries + b.textLen]),

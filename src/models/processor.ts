@@ -54,6 +54,8 @@ export interface Batch {
   /** [B, K] the answer token ids, -100 where a row's answer is shorter */
   lossTargets: BigInt64Array;
   answerLen: number;
+  /** [B, statWidth]: training dropout of the mapper's stat-token inputs (0, or 1 / (1 - p)); absent = keep all */
+  statKeep?: Float32Array;
 }
 
 export const IGNORE_INDEX = -100;

@@ -299,7 +299,7 @@ export function buildQPMapper(
   params: Record<string, Value>,
   hiddenStates: Value | Value[],
   frameMask: Value,
-  opts: { statNorm?: StatNorm } = {},
+  opts: { statNorm?: StatNorm; /** [B, statWidth] factors on the standardised stat inputs (training dropout) */ statKeep?: Value } = {},
 ): Value {
   validateConfig(cfg);
   for (const [name, shape] of qpmapperParamShapes(cfg)) {
@@ -356,7 +356,8 @@ export function buildQPMapper(
       parts.push(
         g.scope('stat_token', () => {
           const f = mapperFunctionals(cfg, clean, valid);
-          const z = mul(sub(f, g.constant(mean, [statWidth(cfg)], 'float32', 'stat_norm.mean')), g.constant(Float32Array.from(std, (s) => 1 / s), [statWidth(cfg)], 'float32', 'stat_norm.inv_std'));
+          let z = mul(sub(f, g.constant(mean, [statWidth(cfg)], 'float32', 'stat_norm.mean')), g.constant(Float32Array.from(std, (s) => 1 / s), [statWidth(cfg)], 'float32', 'stat_norm.inv_std'));
+          if (opts.statKeep) z = mul(z, opts.statKeep);
           return unsqueeze(linear(z, P('stat_proj.weight'), P('stat_proj.bias')), [1]);
         }),
       );

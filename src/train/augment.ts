@@ -1,8 +1,9 @@
 /**
  * SpecAugment-style masking of training batches (Park et al. 2019), on the encoder states in the frame domain:
  * a few random bands of channels and spans of frames of each clip are replaced by the clip's mean, so the
- * mapper cannot lean on any single band or moment. With only a few hundred clips (EmoDB-sized corpora) this
- * is the regulariser that matters. Drawn from the batch's own RNG: resumed runs mask exactly the same.
+ * mapper cannot lean on any single band or moment. Off by default (`--augment` turns it on): it corrupts the
+ * mapper's stat token (a masked band has no spread), see config.ts. Drawn from the batch's own RNG: resumed runs
+ * mask exactly the same.
  *
  * Channel bands respect the layout of stacked fbank frames: with `channelGroup` = 80 (mel bins) a band of
  * bins is masked in every stacked sub-frame alike. For other encoders the group is the whole width.

@@ -35,6 +35,7 @@ import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
 import { type Example, buildBatch } from '../models/processor.ts';
+import { statWidth } from '../models/qpmapper.ts';
 import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { UserError } from '../util/errors.ts';
@@ -307,6 +308,10 @@ export async function train(
             { crop: { frames: cropFrames, rng }, nQueries: model.mapperConfig.nQueries },
           );
           if (c.augment) specAugment(batch, rng, { ...DEFAULT_AUGMENT, channelGroup });
+          if (statWidth(model.mapperConfig) && c.statDropout > 0) {
+            const keep = 1 / (1 - c.statDropout);
+            batch.statKeep = Float32Array.from({ length: batch.size * statWidth(model.mapperConfig) }, () => (rng.next() < c.statDropout ? 0 : keep));
+          }
           const r = await model.trainStep(batch);
           lossSum += r.sum;
           count += r.count;
