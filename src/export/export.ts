@@ -17,10 +17,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Graph, type Value } from '../graph/ir.ts';
-import { add, concat, constant, dimOf, div, fill, int64s, maximum, mul, reduceMean, reshape, runtimeShape, slice, sqrt, squeeze, sub, unsqueeze } from '../graph/ops.ts';
+import { concat, constant, fill, reshape, runtimeShape, slice, unsqueeze } from '../graph/ops.ts';
 import { EmoSLLM, scoreLabels } from '../models/emosllm.ts';
 import { loadSpeechEncoder } from '../models/encoder.ts';
-import { fbankEncoderGraph, hfEncoderGraph } from '../models/frame-encoders.ts';
+import { builtinEncoderGraph, hfEncoderGraph } from '../models/frame-encoders.ts';
 import { LlamaModel } from '../models/llama.ts';
 import { answerTensors } from '../models/processor.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
@@ -40,7 +40,7 @@ function adaptedLlm(m: EmoSLLM, modelDir: string): LlamaModel {
 /** Encoder states in a graph: the mapper's layers, each [1, T, D], from audio [1, S]. */
 function encoderGraph(m: EmoSLLM, modelDir: string, audio: Value): Value[] {
   const spec = m.spec.encoder;
-  if (spec.kind === 'fbank') return [fbankEncoderGraph(audio, spec)];
+  if (spec.kind === 'fbank') return [builtinEncoderGraph(audio, spec)];
   const out = hfEncoderGraph(audio, loadSpeechEncoder(path.resolve(modelDir, spec.path)));
   return m.spec.encoderLayers.map((l) => out.hiddenStates[l]);
 }
