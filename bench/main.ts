@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | soak | cli. Progress goes to stderr; the last line of
- * stdout is one JSON object with the suite's figures.
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | soak | cli | peer. Progress goes to stderr;
+ * the last line of stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
 import { benchModels } from './models.ts';
@@ -14,6 +14,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   serve: async () => (await import('./serve.ts')).benchServe(),
   soak: async () => (await import('./soak.ts')).benchSoak(),
   cli: async () => (await import('./cli.ts')).benchCli(),
+  peer: async () => (await import('./peer.ts')).benchPeer(),
 };
 
 const name = process.argv[2] ?? 'engine';

@@ -273,7 +273,7 @@ describe('serve: limits', () => {
     });
   });
 
-  it('not audio / undecodable: 415; a non-audio Content-Type: 415; empty body: 400; silence: 422', async () => {
+  it('not audio / undecodable: 415; a non-audio Content-Type: 415; empty body: 400; silence: 422; under 0.25 s: 422 too_short', async () => {
     expectError(await post(main.url, fs.readFileSync(path.join(REPO_ROOT, 'package.json')), { type: 'application/octet-stream' }), 415, 'not_audio');
     expectError(await post(main.url, fs.readFileSync(WAV).subarray(0, 100)), 415, 'not_audio'); // truncated WAV
     const junkFlac = Buffer.concat([Buffer.from('fLaC'), Buffer.alloc(5000, 7)]); // sniffs as FLAC, does not decode
@@ -283,6 +283,14 @@ describe('serve: limits', () => {
     expectError(await post(main.url, Buffer.from('{"audio": 1}'), { type: 'application/json' }), 415, 'unsupported_content_type');
     expectError(await post(main.url, new Uint8Array(0)), 400, 'empty_body');
     expectError(await post(main.url, encodeWav(new Float32Array(16000), 16000)), 422, 'silent_audio');
+    // below the 0.25 s minimum: its own 422, however loud
+    const clip = await loadAudio16k(WAV);
+    for (const n of [1, 3999]) {
+      const short = await post(main.url, encodeWav(clip.subarray(8000, 8000 + n), 16000));
+      expectError(short, 422, 'too_short');
+      expect(short.body.error.message).toMatch(/0\.25 s|250 ms/);
+    }
+    expect((await post(main.url, encodeWav(clip.subarray(8000, 12000), 16000))).status).toBe(200); // exactly 0.25 s
   });
 
   it('a multipart body with a missing or wrong boundary, or cut off: 400 bad_multipart', async () => {

@@ -34,7 +34,7 @@ import path from 'node:path';
 import multipart from '@fastify/multipart';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { DECODE_DEFAULTS, loadAudio16k, probeAudio, sniffFormat } from '../audio/decode.ts';
-import { SEGMENT_DEFAULTS, SEGMENT_MODES } from '../audio/segments.ts';
+import { ClipTooShortError, MIN_CLIP_SECONDS, SEGMENT_DEFAULTS, SEGMENT_MODES } from '../audio/segments.ts';
 import { type ClipPrediction, type PredictOptions, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
@@ -445,6 +445,7 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
           return await predictSamples(m, samples, { ...o, signal: ac.signal });
         } catch (e) {
           ac.signal.throwIfAborted();
+          if (e instanceof ClipTooShortError) throw new HttpError(422, e.code, `the audio is too short: ${(e.seconds * 1000).toFixed(1)} ms, the minimum is ${MIN_CLIP_SECONDS * 1000} ms`);
           throw e instanceof UserError ? new HttpError(400, 'bad_parameter', oneLine(e)) : e;
         }
       });
