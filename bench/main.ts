@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli. Progress goes to stderr; the last line of
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli | queue. Progress goes to stderr; the last line of
  * stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   export: async () => (await import('./export.ts')).benchExport(),
   serve: async () => (await import('./serve.ts')).benchServe(),
   cli: async () => (await import('./cli.ts')).benchCli(),
+  queue: async () => (await import('./queue.ts')).benchQueue(),
 };
 
 const name = process.argv[2] ?? 'engine';

@@ -103,7 +103,7 @@ async function runAdd(inputs: string[], f: AddFlags): Promise<number> {
 }
 
 async function runStatus(f: { queue: string; json?: boolean; failed?: boolean; watch?: boolean }): Promise<void> {
-  const q = await openQueue(f.queue);
+  const q = await openQueue(f.queue, { persistent: f.watch }); // --watch rides out a Redis restart
   try {
     if (f.failed) {
       for (const j of await failedJobs(q.queue)) console.log(JSON.stringify(j));

@@ -52,8 +52,8 @@ export function openRedis(url: string, o: { persistent: boolean }): Redis {
 }
 
 /** Connects a short-lived client, turning a refused connection or a wrong password into one line. */
-export async function connectRedis(url: string): Promise<Redis> {
-  const redis = openRedis(url, { persistent: false });
+export async function connectRedis(url: string, o: { persistent?: boolean } = {}): Promise<Redis> {
+  const redis = openRedis(url, { persistent: o.persistent ?? false });
   try {
     await redis.connect();
     await redis.ping();

@@ -69,10 +69,14 @@ export function jobId(sha256: string, model: string, options: JobOptions): strin
   return crypto.createHash('sha256').update(`${sha256}\n${model}\n${canonical}`).digest('hex').slice(0, 32);
 }
 
-/** A BullMQ queue on a connected client (closed with `close`, which also ends the client). */
-export async function openQueue(url: string): Promise<{ queue: Queue<PredictJobData>; redis: Redis; close: () => Promise<void> }> {
-  const redis = await connectRedis(url);
+/**
+ * A BullMQ queue on a connected client (closed with `close`, which also ends the client). `persistent` keeps
+ * reconnecting through a Redis restart (a monitor); otherwise a lost server fails the next command.
+ */
+export async function openQueue(url: string, o: { persistent?: boolean } = {}): Promise<{ queue: Queue<PredictJobData>; redis: Redis; close: () => Promise<void> }> {
+  const redis = await connectRedis(url, o);
   const queue = new Queue<PredictJobData>(QUEUE_NAME, { connection: redis });
+  queue.on('error', () => {}); // a lost connection also rejects the command that needed it, which reports it
   return {
     queue,
     redis,
