@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli | queue. Progress goes to stderr; the last line of
- * stdout is one JSON object with the suite's figures.
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli | peer | queue. Progress goes to
+ * stderr; the last line of stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
 import { benchModels } from './models.ts';
@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   export: async () => (await import('./export.ts')).benchExport(),
   serve: async () => (await import('./serve.ts')).benchServe(),
   cli: async () => (await import('./cli.ts')).benchCli(),
+  peer: async () => (await import('./peer.ts')).benchPeer(),
   queue: async () => (await import('./queue.ts')).benchQueue(),
 };
 

@@ -20,7 +20,7 @@ import { Graph, type Value } from '../graph/ir.ts';
 import { add, concat, constant, dimOf, div, fill, int64s, maximum, mul, reduceMean, reshape, runtimeShape, slice, sqrt, squeeze, sub, unsqueeze } from '../graph/ops.ts';
 import { EmoSLLM, scoreLabels } from '../models/emosllm.ts';
 import { loadSpeechEncoder } from '../models/encoder.ts';
-import { fbankEncoderGraph, receptiveField } from '../models/frame-encoders.ts';
+import { builtinEncoderGraph, receptiveField } from '../models/frame-encoders.ts';
 import { LlamaModel } from '../models/llama.ts';
 import { answerTensors } from '../models/processor.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
@@ -41,7 +41,7 @@ function adaptedLlm(m: EmoSLLM, modelDir: string): LlamaModel {
 function encoderGraph(m: EmoSLLM, modelDir: string, audio: Value): Value[] {
   const g = audio.graph;
   const spec = m.spec.encoder;
-  if (spec.kind === 'fbank') return [fbankEncoderGraph(audio, spec)];
+  if (spec.kind === 'fbank') return [builtinEncoderGraph(audio, spec)];
   const enc = loadSpeechEncoder(path.resolve(modelDir, spec.path));
   // as HFFrameEncoder: zero-pad to one receptive field, then HF's zero-mean unit-variance normalisation
   const min = receptiveField(enc.config);
