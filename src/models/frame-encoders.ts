@@ -13,16 +13,16 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { normalizeWaveform } from '../audio/normalize.ts';
+import { normalizeWaveformGraph } from '../audio/normalize.ts';
 import { Graph, type Value } from '../graph/ir.ts';
 import { type CompileOptions, type CompiledGraph, compile, tensor } from '../graph/runtime.ts';
 import { folderOrCachedHub } from '../io/hub.ts';
 import { UserError } from '../util/errors.ts';
-import { type FrameEncoder, loadSpeechEncoder, type SpeechEncoder } from './encoder.ts';
+import { type FrameEncoder, loadSpeechEncoder, type SpeechEncoder, type SpeechEncoderOutputs } from './encoder.ts';
 import { type FbankOptions, FBANK_IMPL_VERSION, resolveFbankOptions } from './fbank.ts';
 import { buildFbankSpectrum, cmvn, logMelGraph } from './fbank-graph.ts';
 import { MFCC_CHANNELS, PROSODY_CHANNELS, mfccGraph, prosodyGraph } from './frame-features-graph.ts';
-import { concat, constant, dimOf, div, gather, int64s, maximum, mul, pad, range, reshapeTo, squeeze, unsqueeze } from '../graph/ops.ts';
+import { concat, constant, dimOf, div, fill, gather, int64s, maximum, mul, pad, range, reshapeTo, squeeze, sub, unsqueeze } from '../graph/ops.ts';
 
 /** Bumped when a non-fbank group's computation changes (invalidates cached features of encoders using them). */
 const FRAME_FEATURES_VERSION = 1;
@@ -160,7 +160,8 @@ export class HFFrameEncoder implements FrameEncoder {
     this.hiddenSize = encoder.hiddenSize;
     this.frameRate = 16000 / encoder.config.convStride.reduce((a, b) => a * b, 1);
     const h = crypto.createHash('sha256');
-    h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 1, config: encoder.config, preprocessor: encoder.preprocessor }));
+    // version 2: the waveform is normalised in the graph (version 1 did it in JS; float rounding differs)
+    h.update(JSON.stringify({ kind: 'hf-speech-encoder', version: 2, config: encoder.config, preprocessor: encoder.preprocessor }));
     // A changed weight file (new inode, size or mtime) is a different encoder: no stale cache hits.
     for (const f of fs.readdirSync(encoder.dir).filter((n) => n.endsWith('.safetensors') || n.endsWith('.bin')).sort()) {
       const st = fs.statSync(path.join(encoder.dir, f));
@@ -176,8 +177,7 @@ export class HFFrameEncoder implements FrameEncoder {
   private getSession(): Promise<CompiledGraph> {
     this.session ??= (async () => {
       const g = new Graph();
-      const x = g.input('input_values', 'float32', [1, 'samples']);
-      const out = this.encoder.build(g, x);
+      const out = hfEncoderGraph(g.input('audio', 'float32', [1, 'samples']), this.encoder);
       const outputs: Record<string, Value> = {};
       out.hiddenStates.forEach((h, i) => (outputs[`hidden_states.${i}`] = h));
       return compile(outputs, { name: `speech encoder ${path.basename(this.encoder.dir)}`, ...this.compileOptions });
@@ -189,14 +189,7 @@ export class HFFrameEncoder implements FrameEncoder {
     const s = await this.getSession();
     const out: Array<{ states: Float32Array[]; frames: number }> = [];
     for (const clip of batch) {
-      let x = clip;
-      const min = receptiveField(this.encoder.config);
-      if (x.length < min) {
-        x = new Float32Array(min);
-        x.set(clip);
-      }
-      const input = normalizeWaveform(x, { doNormalize: this.encoder.preprocessor.doNormalize });
-      const res = await s.run({ input_values: tensor(input, [1, input.length]) });
+      const res = await s.run({ audio: tensor(clip, [1, clip.length]) });
       const states = Array.from({ length: this.numHiddenStates }, (_, i) => res[`hidden_states.${i}`].data as Float32Array);
       out.push({ states, frames: res['hidden_states.0'].shape[1] });
     }
@@ -207,6 +200,19 @@ export class HFFrameEncoder implements FrameEncoder {
     if (this.session) await (await this.session).release();
     this.session = undefined;
   }
+}
+
+/**
+ * A Hugging Face speech encoder's graph from audio [1, S]: zero-padded to one receptive field (so a very short clip
+ * still gives a frame), normalised as its preprocessor_config.json says, then the encoder. HFFrameEncoder
+ * (training, predict, the server) and the export both run this one graph.
+ */
+export function hfEncoderGraph(audio: Value, enc: SpeechEncoder): SpeechEncoderOutputs {
+  const S = squeeze(dimOf(audio, 1), [0]);
+  const padLen = maximum(sub(constant(audio, [receptiveField(enc.config)], [], 'int64'), S), 0);
+  const zeros = fill(concat([int64s(audio, [1]), unsqueeze(padLen, [0])], 0), [1, 'pad'], 0, 'float32');
+  const x = concat([audio, zeros], 1);
+  return enc.build(audio.graph, enc.preprocessor.doNormalize ? normalizeWaveformGraph(x) : x);
 }
 
 /** Samples one output frame of a conv feature stack reads (400 for the usual wav2vec2 / HuBERT / WavLM stack). */

@@ -60,6 +60,7 @@ import type { Tensor } from '../graph/runtime.ts';
 import { FUNCTIONALS, clipFunctionalsGraph } from './functionals.ts';
 import { SafetensorsCheckpoint, type TensorInput, writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
+import { readRegularFile } from '../util/fs.ts';
 
 /** Training-set mean and std of each stat-token input (statWidth values each). */
 export interface StatNorm {
@@ -430,8 +431,9 @@ export function loadQPMapper(fileOrDir: string): { config: QPMapperConfig; param
     file = `${fileOrDir}/model.safetensors`;
     if (fs.existsSync(cfgFile)) {
       let json: unknown;
+      const text = readRegularFile(cfgFile, 'utf8');
       try {
-        json = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+        json = JSON.parse(text);
       } catch (e) {
         throw new UserError(`not valid JSON: ${(e as Error).message}`, cfgFile);
       }
