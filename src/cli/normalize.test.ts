@@ -56,5 +56,12 @@ describe('--normalize speaker', () => {
     const bad = run(['eval', '--model', model, '--data', test, '--out', none, '--normalize', 'gender']);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('--normalize must be none, speaker, recording, got "gender"');
-  });
+  }, 600_000);
+
+  it('serve refuses --normalize speaker with one line (one request holds no speaker)', () => {
+    const r = run(['serve', '--model', model, '--normalize', 'speaker', '--port', '0']);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('--normalize speaker');
+  }, 120_000);
 });

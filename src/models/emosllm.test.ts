@@ -64,5 +64,5 @@ describe('EmoSLLM with a Hugging Face encoder and a LoRA-adapted Llama folder', 
     } finally {
       await s.release();
     }
-  });
+  }, 300_000);
 });
