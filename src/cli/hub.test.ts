@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openCheckpoint } from '../io/checkpoint.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
 import { type MockHub, startMockHub } from '../../test/fixtures-gen/mock-hub.ts';
 import { trainSmallModel } from '../../test/fixtures-gen/model.ts';
@@ -14,6 +15,8 @@ import { HF_PARITY_DIR, REPO_ROOT, emodbDev, hfParity, tempDir } from '../../tes
 import { emodbSubset } from '../../test/fixtures-gen/subset.ts';
 
 const tmp = tempDir('hub-cli');
+// a speech encoder that ships only pytorch_model.bin, as microsoft/wavlm-large does
+const TORCH_WAVLM = path.resolve(HF_PARITY_DIR, '../torch-checkpoints/models/wavlm');
 const CLI = path.join(REPO_ROOT, 'bin/emosllm.mjs');
 const HF_HOME = path.join(tmp, 'hf-home');
 let hub: MockHub;
@@ -39,6 +42,7 @@ beforeAll(async () => {
     'org/emodb-model': { revisions: { main: model } },
     'org/gated-model': { revisions: { main: model }, gatedToken: 'hf_valid' },
     'emosllm/hf-parity': { revisions: { main: HF_PARITY_DIR } },
+    'microsoft/wavlm-bin': { revisions: { main: TORCH_WAVLM } },
   });
   env = { ...process.env, HF_HOME, HF_ENDPOINT: hub.url, EMOSLLM_CACHE_DIR: path.join(tmp, 'cache') };
   for (const k of ['HF_TOKEN', 'HF_HUB_OFFLINE', 'HF_HUB_CACHE', 'HUGGING_FACE_HUB_TOKEN', 'HUGGINGFACE_HUB_CACHE', 'HF_TOKEN_PATH']) delete env[k];
@@ -141,5 +145,25 @@ describe('the CLI with Hub ids (mock Hub via HF_ENDPOINT)', () => {
     );
     const ok = await cli(['predict', '--model', 'org/gated-model', path.join(emodbDev().wavDir, '03a01Fa.wav')], { HF_TOKEN: 'hf_valid' });
     expect(ok.code, ok.stderr).toBe(0);
+  });
+
+  it('convert org/name fetches the .bin checkpoint and writes safetensors with the same tensors; a second run makes no request', async () => {
+    const out = path.join(tmp, 'converted');
+    const r = await cli(['convert', 'microsoft/wavlm-bin', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(hub.requests.some((q) => q.url.includes('pytorch_model.bin'))).toBe(true);
+    const bin = openCheckpoint(path.join(TORCH_WAVLM, 'pytorch_model.bin'));
+    const st = openCheckpoint(path.join(out, 'model.safetensors'));
+    try {
+      expect(st.names().sort()).toEqual(bin.names().sort());
+      for (const n of bin.names()) expect(Array.from(st.readF32(n)), n).toEqual(Array.from(bin.readF32(n)));
+    } finally {
+      bin.close();
+      st.close();
+    }
+    hub.requests.length = 0;
+    const again = await cli(['convert', 'microsoft/wavlm-bin', '--out', path.join(tmp, 'converted-2')]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(hub.requests).toEqual([]);
   });
 });
