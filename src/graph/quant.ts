@@ -8,7 +8,7 @@
  *    ONNX Runtime's MatMulNBits (com.microsoft) on W's rows; the backward dx = dy W is MatMulNBits on W^T's rows,
  *    packed from the same codes. Because a scale covers a whole tile, both layouts dequantise to the very same
  *    matrix, so the backward is the exact gradient of the forward (MatMulNBits' own blocks are 1 x 32 along
- *    the input features; a tile is 32 of them sharing a scale).
+ *    the input features; a tile is 32 of them sharing a scale). Ragged edges are padded with zero codes.
  */
 import { type Attrs, type Graph, type Value } from './ir.ts';
 import { OPS, dequantizeLinear, gemm } from './ops.ts';
@@ -56,25 +56,24 @@ export function quantizeInt8(w: Float32Array, out: number, inF: number): Int8Wei
   return { mode: 'int8', out, in: inF, q, scales };
 }
 
-/** Checks that a weight can be tiled for int4 (both dimensions multiples of 32); a one-line UserError otherwise. */
-export function checkInt4Shape(name: string, out: number, inF: number): void {
-  if (out % INT4_BLOCK !== 0 || inF % INT4_BLOCK !== 0)
-    throw new UserError(`--quantize int4 needs weight dimensions that are multiples of ${INT4_BLOCK}; "${name}" is [${out}, ${inF}] (use --quantize int8)`);
-}
+const blocks = (d: number) => Math.ceil(d / INT4_BLOCK);
 
-/** Packs codes [rows, cols] (row-major, values 0..15) into MatMulNBits' [rows, cols / 32, 16] layout. */
+/**
+ * Packs codes [rows, cols] (row-major, or column-major when `transposed`; values 0..15) into MatMulNBits'
+ * [rows, ceil(cols / 32), 16] layout, two codes a byte (low nibble first); the padding codes are 8 (zero).
+ */
 function pack4(codes: Uint8Array, rows: number, cols: number, transposed: boolean): Uint8Array {
-  const out = new Uint8Array((rows * cols) / 2);
-  const at = transposed ? (r: number, c: number) => codes[c * rows + r] : (r: number, c: number) => codes[r * cols + c];
-  for (let r = 0, o = 0; r < rows; r++) for (let c = 0; c < cols; c += 2) out[o++] = at(r, c) | (at(r, c + 1) << 4);
+  const padded = blocks(cols) * INT4_BLOCK;
+  const out = new Uint8Array((rows * padded) / 2);
+  const at = (r: number, c: number) => (c >= cols ? 8 : transposed ? codes[c * rows + r] : codes[r * cols + c]);
+  for (let r = 0, o = 0; r < rows; r++) for (let c = 0; c < padded; c += 2) out[o++] = at(r, c) | (at(r, c + 1) << 4);
   return out;
 }
 
-export function quantizeInt4(w: Float32Array, out: number, inF: number, name = 'weight'): Int4Weight {
-  checkInt4Shape(name, out, inF);
+export function quantizeInt4(w: Float32Array, out: number, inF: number): Int4Weight {
   const B = INT4_BLOCK;
-  const tr = out / B;
-  const tc = inF / B;
+  const tr = blocks(out);
+  const tc = blocks(inF);
   const tile = new Float32Array(tr * tc);
   for (let n = 0; n < out; n++)
     for (let k = 0; k < inF; k++) {
@@ -95,8 +94,14 @@ export function quantizeInt4(w: Float32Array, out: number, inF: number, name = '
   return { mode: 'int4', out, in: inF, packed: pack4(codes, out, inF, false), scales, packedT: pack4(codes, inF, out, true), scalesT };
 }
 
-export function quantize(mode: QuantizeMode, w: Float32Array, out: number, inF: number, name?: string): QuantizedWeight {
-  return mode === 'int8' ? quantizeInt8(w, out, inF) : quantizeInt4(w, out, inF, name);
+export function quantize(mode: QuantizeMode, w: Float32Array, out: number, inF: number): QuantizedWeight {
+  return mode === 'int8' ? quantizeInt8(w, out, inF) : quantizeInt4(w, out, inF);
+}
+
+/** Parses a --quantize value (one-line UserError naming the accepted modes). */
+export function parseQuantizeMode(v: string, where?: string): QuantizeMode {
+  if ((QUANTIZE_MODES as readonly string[]).includes(v)) return v as QuantizeMode;
+  throw new UserError(`unknown quantisation "${v}"; expected ${QUANTIZE_MODES.join(' or ')}`, where);
 }
 
 /** The float32 matrix [out, in] a quantised weight stands for (tests and error measurements). */
@@ -106,10 +111,11 @@ export function dequantize(q: QuantizedWeight): Float32Array {
     for (let n = 0; n < q.out; n++) for (let k = 0; k < q.in; k++) w[n * q.in + k] = q.q[n * q.in + k] * q.scales[n];
     return w;
   }
-  const kb = q.in / INT4_BLOCK;
+  const kb = blocks(q.in);
+  const row = kb * INT4_BLOCK;
   for (let n = 0; n < q.out; n++)
     for (let k = 0; k < q.in; k++) {
-      const byte = q.packed[(n * q.in + k) >> 1];
+      const byte = q.packed[(n * row + k) >> 1];
       const code = k % 2 === 0 ? byte & 15 : byte >> 4;
       w[n * q.in + k] = (code - 8) * q.scales[n * kb + ((k / INT4_BLOCK) | 0)];
     }
@@ -137,7 +143,7 @@ OPS.MatMulNBits = {
     if (!t) throw new Error(`MatMulNBits (${n.name}): no transposed layout registered for its weight`);
     const K = n.attrs.K as number;
     const N = n.attrs.N as number;
-    const packedT = g.graph.constant(t.packed, [K, N / INT4_BLOCK, INT4_BLOCK / 2], 'uint8', `${n.inputs[1].name}.T`);
+    const packedT = g.graph.constant(t.packed, [K, blocks(N), INT4_BLOCK / 2], 'uint8', `${n.inputs[1].name}.T`);
     const scalesT = g.graph.constant(t.scales, [t.scales.length], 'float32', `${n.inputs[2].name}.T`);
     return [matMulNBits(g, packedT, scalesT, N, K)];
   },
@@ -152,7 +158,7 @@ function matMulNBits(a: Value, packed: Value, scales: Value, K: number, N: numbe
 export function quantizedConstants(g: Graph, name: string, q: QuantizedWeight): Value[] {
   if (q.mode === 'int8')
     return [g.constant(q.q, [q.out, q.in], 'int8', `${name}.q8`), g.constant(q.scales, [q.out], 'float32', `${name}.scale`)];
-  const packed = g.constant(q.packed, [q.out, q.in / INT4_BLOCK, INT4_BLOCK / 2], 'uint8', `${name}.q4`);
+  const packed = g.constant(q.packed, [q.out, blocks(q.in), INT4_BLOCK / 2], 'uint8', `${name}.q4`);
   transposedLayout.set(packed, { packed: q.packedT, scales: q.scalesT });
   return [packed, g.constant(q.scales, [q.scales.length], 'float32', `${name}.scale`)];
 }
