@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | cli. Progress goes to stderr; the last line of
- * stdout is one JSON object with the suite's figures.
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | soak | cli | peer | queue. Progress goes to
+ * stderr; the last line of stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
 import { benchModels } from './models.ts';
@@ -12,7 +12,10 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   emosllm: async () => (await import('./emosllm.ts')).benchEmoSLLM(),
   export: async () => (await import('./export.ts')).benchExport(),
   serve: async () => (await import('./serve.ts')).benchServe(),
+  soak: async () => (await import('./soak.ts')).benchSoak(),
   cli: async () => (await import('./cli.ts')).benchCli(),
+  peer: async () => (await import('./peer.ts')).benchPeer(),
+  queue: async () => (await import('./queue.ts')).benchQueue(),
 };
 
 const name = process.argv[2] ?? 'engine';

@@ -43,7 +43,7 @@ function rssNowMb(): number {
   return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 1024 / 1024;
 }
 
-const env = (name: string, def: number) => {
+export const env = (name: string, def: number) => {
   const v = process.env[name];
   if (v === undefined || v === '') return def;
   const n = Number(v);
@@ -51,13 +51,13 @@ const env = (name: string, def: number) => {
   return n;
 };
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   if (!sorted.length) return -1;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 /** 3 s of speech at 16 kHz: EmoDB clips back to back. */
-async function threeSecondWav(): Promise<Uint8Array<ArrayBuffer>> {
+export async function threeSecondWav(): Promise<Uint8Array<ArrayBuffer>> {
   const { wavDir } = emodbDev();
   const out = new Float32Array(3 * 16000);
   let o = 0;
@@ -70,6 +70,16 @@ async function threeSecondWav(): Promise<Uint8Array<ArrayBuffer>> {
   return new Uint8Array(encodeWav(out, 16000));
 }
 
+/** EMOSLLM_BENCH_MODEL, or a tiny real model trained for 2 steps in `tmp` (fbank encoder + the built-in tiny LLM). */
+export async function benchModelDir(tmp: string): Promise<string> {
+  if (process.env.EMOSLLM_BENCH_MODEL) return process.env.EMOSLLM_BENCH_MODEL;
+  const modelDir = path.join(tmp, 'model');
+  log('training a tiny model (2 steps)...');
+  const data = emodbSubset(path.join(tmp, 'subset'), ['03', '08'], 8);
+  await train(defaultTrainConfig({ data, maxSteps: 2, cacheDir: path.join(tmp, 'cache') }), modelDir, { hooks: { log: () => undefined } });
+  return modelDir;
+}
+
 export async function benchServe(): Promise<Record<string, number>> {
   const seconds = env('EMOSLLM_BENCH_SECONDS', 60);
   const connections = env('EMOSLLM_BENCH_CONNECTIONS', 50);
@@ -78,13 +88,7 @@ export async function benchServe(): Promise<Record<string, number>> {
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'emosllm-bench-serve-'));
   try {
-    let modelDir = process.env.EMOSLLM_BENCH_MODEL;
-    if (!modelDir) {
-      modelDir = path.join(tmp, 'model');
-      log('serve: training a tiny model (2 steps)...');
-      const data = emodbSubset(path.join(tmp, 'subset'), ['03', '08'], 8);
-      await train(defaultTrainConfig({ data, maxSteps: 2, cacheDir: path.join(tmp, 'cache') }), modelDir, { hooks: { log: () => undefined } });
-    }
+    const modelDir = await benchModelDir(tmp);
     const body = await threeSecondWav();
     const statusLines = new Map<string, number>();
     const server = await startServer({

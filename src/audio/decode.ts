@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { UserError, oneLine } from '../util/errors.ts';
-import { decodeWavFd, openForRead, readWavHeaderFd } from './wav.ts';
+import { openRegularFile } from '../util/fs.ts';
+import { decodeWavFd, readWavHeaderFd } from './wav.ts';
 import { resample, type ResampleQuality } from './resample.ts';
 
 export type AudioFormat = 'wav' | 'flac' | 'mp3' | 'ogg-vorbis' | 'opus' | 'm4a' | 'webm';
@@ -95,7 +96,7 @@ export async function decodeAudioFile(file: string, opts: DecodeOptions = {}): P
   let result: Omit<DecodedAudio, 'durationS'> | undefined;
   let bytes: Uint8Array | undefined;
   let format: AudioFormat | undefined;
-  const fd = openForRead(file);
+  const fd = openRegularFile(file);
   try {
     const size = fs.fstatSync(fd).size;
     if (size === 0) throw new UserError('empty file (0 bytes)', file);
@@ -160,7 +161,7 @@ export interface AudioInfo {
  * decode thousands of files); other formats are decoded.
  */
 export async function probeAudio(file: string, opts: DecodeOptions = {}): Promise<AudioInfo> {
-  const fd = openForRead(file);
+  const fd = openRegularFile(file);
   let format: AudioFormat | undefined;
   try {
     const size = fs.fstatSync(fd).size;

@@ -1,12 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { normalizeWaveform, readPreprocessorConfig, PREPROCESSOR_DEFAULTS } from './normalize.ts';
+import { normalizeWaveformGraph, readPreprocessorConfig, PREPROCESSOR_DEFAULTS } from './normalize.ts';
+import { Graph } from '../graph/ir.ts';
+import { compile, tensor } from '../graph/runtime.ts';
+import { normalizeWaveform } from '../../test/oracles/hf-normalize.ts';
 import { UserError } from '../util/errors.ts';
 import { hfParity, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { readSafetensors } from '../../test/fixtures-gen/safetensors.ts';
 
-describe('normalizeWaveform matches HF Wav2Vec2FeatureExtractor', () => {
+describe('the numpy-exact oracle (test/oracles/hf-normalize.ts) matches HF Wav2Vec2FeatureExtractor', () => {
   // The parity fixtures hold raw waveforms and the extractor's input_values (right-padded batch of 2).
   for (const model of ['wav2vec2', 'hubert', 'wavlm']) {
     it(`${model}: bit-identical input_values over valid samples, padding = padding_value`, () => {
@@ -52,6 +55,54 @@ describe('normalizeWaveform matches HF Wav2Vec2FeatureExtractor', () => {
     expect(normalizeWaveform(x, { doNormalize: false })).toBe(x);
     expect([...normalizeWaveform(x, { doNormalize: true })]).toEqual([0, 0, 0, 0]);
     expect(() => normalizeWaveform(x, { doNormalize: true, validLength: 5 })).toThrow(RangeError);
+  });
+});
+
+/** normalizeWaveformGraph on ONNX Runtime, one clip [1, S] at a time. */
+async function runGraph(clips: Float32Array[]): Promise<Float32Array[]> {
+  const g = new Graph();
+  const s = await compile({ y: normalizeWaveformGraph(g.input('x', 'float32', [1, 'samples'])) }, { name: 'normalize' });
+  try {
+    const out: Float32Array[] = [];
+    for (const x of clips) out.push((await s.run({ x: tensor(x, [1, x.length]) })).y.data as Float32Array);
+    return out;
+  } finally {
+    await s.release();
+  }
+}
+
+describe('normalizeWaveformGraph (the production normalisation)', () => {
+  it('agrees with HF input_values (hf-parity fixtures) and the oracle to 1e-5', async () => {
+    for (const model of ['wav2vec2', 'hubert', 'wavlm']) {
+      const t = readSafetensors(path.join(hfParity(model), 'expected.safetensors'));
+      const iv = t.get('input_values')!;
+      const L = iv.shape[1] as number;
+      const raws = [0, 1].map((b) => t.get(`raw_audio.${b}`)!.data as Float32Array);
+      const ys = await runGraph(raws);
+      raws.forEach((raw, b) => {
+        const want = (iv.data as Float32Array).subarray(b * L, b * L + raw.length);
+        const oracle = normalizeWaveform(raw, { doNormalize: true });
+        let maxDiff = 0;
+        for (let i = 0; i < raw.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ys[b]![i]! - want[i]!), Math.abs(ys[b]![i]! - oracle[i]!));
+        expect(maxDiff).toBeLessThan(1e-5);
+      });
+    }
+  });
+
+  it('on a long signal: within 1e-5 of the oracle, zero mean; constant input maps to zeros (var + 1e-7)', async () => {
+    const x = new Float32Array(100_003);
+    for (let i = 0; i < x.length; i++) x[i] = Math.fround(Math.sin(i * 0.01) * 0.3 + 0.01 * Math.cos(i * 1.7) + 0.05);
+    const [y, flat] = await runGraph([x, new Float32Array(400).fill(0.5)]);
+    const oracle = normalizeWaveform(x, { doNormalize: true });
+    let maxDiff = 0;
+    let m = 0;
+    for (let i = 0; i < x.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(y![i]! - oracle[i]!));
+      m += y![i]!;
+    }
+    expect(maxDiff).toBeLessThan(1e-5);
+    expect(Math.abs(m / x.length)).toBeLessThan(1e-5);
+    expect([...flat!].every((v) => v === 0)).toBe(true);
   });
 });
 

@@ -1,69 +1,22 @@
 /**
  * Waveform normalisation with Hugging Face Wav2Vec2FeatureExtractor semantics, and its preprocessor config.
  *
- * HF computes `(x - x.mean()) / sqrt(x.var() + 1e-7)` on float32 numpy arrays: numpy sums float32 with pairwise
- * summation in float32 and rounds every intermediate to float32. We reproduce that arithmetic exactly (Math.fround
- * at each step, same pairwise split), so our input_values match the reference bit for bit instead of "close".
+ * The normalisation is a graph (normalizeWaveformGraph), so the one implementation runs in training, predict,
+ * the server, the export and the browser alike. HF computes `(x - x.mean()) / sqrt(x.var() + 1e-7)` in float32
+ * numpy; ONNX Runtime's ReduceMean sums in a different order, so the values agree to float rounding (1e-5 on
+ * the hf-parity fixtures), not bit for bit. test/oracles/hf-normalize.ts holds numpy's exact arithmetic as the
+ * tests' reference.
  */
 import path from 'node:path';
+import type { Value } from '../graph/ir.ts';
+import { add, div, mul, reduceMean, sqrt, sub } from '../graph/ops.ts';
 import { UserError } from '../util/errors.ts';
 import { readJsonObject } from '../util/fs.ts';
 
-const f32 = Math.fround;
-
-/** numpy's pairwise_sum for float32 (loops_utils.h.src): 8 accumulators per block of <= 128, split in halves above. */
-export function pairwiseSumF32(a: Float32Array, start: number, n: number): number {
-  if (n < 8) {
-    let res = 0;
-    for (let i = 0; i < n; i++) res = f32(res + a[start + i]!);
-    return res;
-  }
-  if (n <= 128) {
-    const r = [a[start]!, a[start + 1]!, a[start + 2]!, a[start + 3]!, a[start + 4]!, a[start + 5]!, a[start + 6]!, a[start + 7]!];
-    let i = 8;
-    for (; i < n - (n % 8); i += 8) {
-      for (let j = 0; j < 8; j++) r[j] = f32(r[j]! + a[start + i + j]!);
-    }
-    let res = f32(f32(f32(r[0]! + r[1]!) + f32(r[2]! + r[3]!)) + f32(f32(r[4]! + r[5]!) + f32(r[6]! + r[7]!)));
-    for (; i < n; i++) res = f32(res + a[start + i]!);
-    return res;
-  }
-  let n2 = Math.floor(n / 2);
-  n2 -= n2 % 8;
-  return f32(pairwiseSumF32(a, start, n2) + pairwiseSumF32(a, start + n2, n - n2));
-}
-
-export interface NormalizeOptions {
-  /** `do_normalize` from the preprocessor config; false returns the input unchanged. */
-  doNormalize: boolean;
-  /** Samples [0, validLength) are real audio, the rest padding (default: all valid). */
-  validLength?: number;
-  /** Value written to padded positions after normalising (HF `padding_value`, default 0). */
-  paddingValue?: number;
-}
-
-/** Zero-mean unit-variance normalisation over the valid samples, in float32 arithmetic like HF/numpy. */
-export function normalizeWaveform(x: Float32Array, opts: NormalizeOptions): Float32Array {
-  if (!opts.doNormalize) return x;
-  const n = opts.validLength ?? x.length;
-  if (!Number.isInteger(n) || n < 0 || n > x.length) throw new RangeError(`validLength ${n} outside 0..${x.length}`);
-  const out = new Float32Array(x.length);
-  if (n > 0) {
-    // numpy: mean = float32(sum) / float32(count); var = sum((x - mean)^2) / count, all float32.
-    const count = f32(n);
-    const mean = f32(pairwiseSumF32(x, 0, n) / count);
-    const sq = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const d = f32(x[i]! - mean);
-      sq[i] = f32(d * d);
-    }
-    const variance = f32(pairwiseSumF32(sq, 0, n) / count);
-    const denom = f32(Math.sqrt(f32(variance + f32(1e-7))));
-    for (let i = 0; i < n; i++) out[i] = f32(f32(x[i]! - mean) / denom);
-  }
-  const pad = opts.paddingValue ?? 0;
-  if (n < x.length) out.fill(pad, n);
-  return out;
+/** Zero-mean unit-variance normalisation of each row of `x` [B, S] over its samples (HF's var + 1e-7). */
+export function normalizeWaveformGraph(x: Value): Value {
+  const d = sub(x, reduceMean(x, [1], true));
+  return div(d, sqrt(add(reduceMean(mul(d, d), [1], true), 1e-7)));
 }
 
 export interface PreprocessorConfig {

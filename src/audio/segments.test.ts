@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../util/errors.ts';
-import { type SegmentOptions, aggregate, argmax, scoreTimeline, segmentRanges } from './segments.ts';
+import { ClipTooShortError, type SegmentOptions, aggregate, argmax, checkClipDuration, scoreTimeline, segmentRanges } from './segments.ts';
 
 const SR = 16000;
 const ranges = (seconds: number, o: SegmentOptions = {}) => segmentRanges(new Float32Array(Math.round(seconds * SR)), SR, o).map(([a, b]) => [a / SR, b / SR]);
@@ -24,10 +24,15 @@ describe('segmentRanges', () => {
   it('moves a last window below the 25 ms minimum back so it ends at the clip end', () => {
     expect(ranges(3.01, { segment: 'window', hopSeconds: 3 })).toEqual([[0, 3], [2.985, 3.01]]);
   });
-  it('refuses audio below the 25 ms minimum and bad window settings with a UserError', () => {
-    expect(() => ranges(0.02)).toThrow(UserError);
-    expect(() => ranges(0.02)).toThrow(/20.0 ms long; the model needs at least 25 ms/);
-    expect(ranges(0.025)).toEqual([[0, 0.025]]);
+  it('refuses a clip below 0.25 s as too short (its own error, code too_short) and bad window settings with a UserError', () => {
+    for (const s of [1 / SR, 0.02, 0.249]) {
+      expect(() => ranges(s)).toThrow(ClipTooShortError);
+      expect(() => ranges(s)).toThrow(/too short: the audio is [\d.]+ ms long, the minimum is 250 ms/);
+    }
+    expect(() => checkClipDuration(1000 / 2, SR, 'x.wav')).toThrow(expect.objectContaining({ code: 'too_short', message: 'x.wav: too short: the audio is 31.3 ms long, the minimum is 250 ms' }));
+    expect(new ClipTooShortError(0.1)).toBeInstanceOf(UserError);
+    expect(ranges(0.25)).toEqual([[0, 0.25]]);
+    expect(ranges(0.25, { segment: 'window' })).toEqual([[0, 0.25]]);
     expect(() => ranges(20, { hopSeconds: 4 })).toThrow(/hop/);
     expect(() => ranges(20, { windowSeconds: 0 })).toThrow(/> 0/);
     expect(() => ranges(20, { segment: 'sometimes' as never })).toThrow(/segment must be one of/);

@@ -27,12 +27,38 @@ export interface SegmentOptions {
 
 export const SEGMENT_DEFAULTS = { segment: 'auto', windowSeconds: 3, wholeMaxSeconds: 10 } as const;
 
-/** The shortest input a model accepts: one 25 ms analysis frame. */
+/** The shortest input a model accepts: one 25 ms analysis frame (the least a segment of a longer clip may hold). */
 export const MIN_INPUT_SECONDS = 0.025;
 
 export const minInputSamples = (sampleRate: number): number => Math.ceil(MIN_INPUT_SECONDS * sampleRate - 1e-9);
 
-/** The [start, end) sample ranges to score, in order. Throws a UserError for audio below the minimum input. */
+/**
+ * The shortest clip recognised: a quarter second holds barely a syllable, too little to carry an emotion, yet
+ * the model gives even a 1-sample clip a confident label.
+ */
+export const MIN_CLIP_SECONDS = 0.25;
+
+/** A clip below MIN_CLIP_SECONDS, with its own status: predict's "too_short" rows, the server's 422 too_short. */
+export class ClipTooShortError extends UserError {
+  readonly code = 'too_short';
+  constructor(
+    readonly seconds: number,
+    where?: string,
+  ) {
+    super(`too short: the audio is ${(seconds * 1000).toFixed(1)} ms long, the minimum is ${MIN_CLIP_SECONDS * 1000} ms`, where);
+    this.name = 'ClipTooShortError';
+  }
+}
+
+/**
+ * The one minimum-duration check, run on every clip before it is scored: by segmentRanges (predict, the server,
+ * the browser page) and by the feature preparation of training and evaluation.
+ */
+export function checkClipDuration(samples: number, sampleRate: number, where?: string): void {
+  if (samples < Math.ceil(MIN_CLIP_SECONDS * sampleRate - 1e-9)) throw new ClipTooShortError(samples / sampleRate, where);
+}
+
+/** The [start, end) sample ranges to score, in order. Throws ClipTooShortError for a clip below MIN_CLIP_SECONDS. */
 export function segmentRanges(samples: Float32Array, sampleRate: number, o: SegmentOptions = {}): Array<[number, number]> {
   const mode = o.segment ?? SEGMENT_DEFAULTS.segment;
   if (!SEGMENT_MODES.includes(mode)) throw new UserError(`segment must be one of ${SEGMENT_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
@@ -40,10 +66,8 @@ export function segmentRanges(samples: Float32Array, sampleRate: number, o: Segm
   const hop = o.hopSeconds ?? win / 2;
   if (!(win > 0) || !(hop > 0)) throw new UserError(`window (${win} s) and hop (${hop} s) must be > 0`);
   if (hop > win) throw new UserError(`the hop (${hop} s) must not be longer than the window (${win} s)`);
+  checkClipDuration(samples.length, sampleRate);
   const min = minInputSamples(sampleRate);
-  if (samples.length < min) {
-    throw new UserError(`the audio is ${((samples.length / sampleRate) * 1000).toFixed(1)} ms long; the model needs at least ${MIN_INPUT_SECONDS * 1000} ms`);
-  }
   const seconds = samples.length / sampleRate;
   if (mode === 'whole' || (mode === 'auto' && seconds <= (o.wholeMaxSeconds ?? SEGMENT_DEFAULTS.wholeMaxSeconds))) return [[0, samples.length]];
   // A last window below the minimum input (only when the hop is close to the window) is moved back to end at the clip end.

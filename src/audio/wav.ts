@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { UserError } from '../util/errors.ts';
-import { writeFileAtomic } from '../util/fs.ts';
+import { openRegularFile, writeFileAtomic } from '../util/fs.ts';
 
 export type WavEncoding = 'pcm' | 'float' | 'alaw' | 'mulaw';
 
@@ -152,29 +152,11 @@ export interface WavReadLimits {
 
 /** Read a WAV header from a path (opens and closes the file). */
 export function readWavHeader(file: string): WavHeader {
-  const fd = openForRead(file);
+  const fd = openRegularFile(file);
   try {
     return readWavHeaderFd(fd, fs.fstatSync(fd).size, file);
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-export function openForRead(file: string): number {
-  try {
-    const fd = fs.openSync(file, 'r');
-    if (!fs.fstatSync(fd).isFile()) {
-      fs.closeSync(fd);
-      throw new UserError('not a regular file', file);
-    }
-    return fd;
-  } catch (e) {
-    if (e instanceof UserError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new UserError('file not found', file);
-    if (code === 'EISDIR') throw new UserError('is a directory, not an audio file', file);
-    if (code === 'EACCES') throw new UserError('permission denied', file);
-    throw new UserError(`cannot open: ${code ?? (e as Error).message}`, file);
   }
 }
 

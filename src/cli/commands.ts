@@ -39,6 +39,16 @@ export const commands: CliCommand[] = [
     define: async () => (await import('./serve.ts')).defineServe,
   },
   {
+    name: 'queue',
+    description: 'archive-scale prediction on a Redis job queue (BullMQ): add files, status, collect results, retry-failed, drain',
+    define: async () => (await import('./queue.ts')).defineQueue,
+  },
+  {
+    name: 'worker',
+    description: 'take prediction jobs from a Redis queue (emosllm queue add) and write results as JSON lines; any number, on any machine',
+    define: async () => (await import('./queue.ts')).defineWorker,
+  },
+  {
     name: 'export',
     description: 'export a trained model as ONNX files that run with plain ONNX Runtime (node, web) and a manifest.json',
     define: async () => (await import('./export.ts')).defineExport,

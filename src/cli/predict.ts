@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadAudio16k } from '../audio/decode.ts';
-import { toCsv } from '../data/csv.ts';
+import { firstColumn, toCsv } from '../data/csv.ts';
 import { isAudioFile, walkFiles } from '../data/scan.ts';
 import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
 import { type PredictOptions, predictSamples } from '../eval/predict.ts';
@@ -56,7 +56,7 @@ export function doneFiles(out: string, format: 'jsonl' | 'csv'): Set<string> {
         } catch {
           throw new UserError(`line ${text.slice(0, pos).split('\n').length} is not JSON: not a results file of emosllm predict?`, out);
         }
-      } else file = line.startsWith('"') ? JSON.parse(line.slice(0, line.indexOf('",') + 1)) : line.split(',')[0];
+      } else file = firstColumn(line, out)[0];
       if (file && file !== 'file') done.add(file);
     }
     keep = end;

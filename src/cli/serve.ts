@@ -12,6 +12,10 @@ export interface ServeFlags {
   timeout: string;
   maxBytes: string;
   maxSeconds: string;
+  bodyTimeout: string;
+  maxUploads: string;
+  maxUploadsPerClient: string;
+  drainTimeout: string;
   token?: string;
   name?: string;
 }
@@ -35,6 +39,9 @@ function parseNumber(flag: string, v: string, o: { integer?: boolean; min: numbe
 
 export async function runServe(f: ServeFlags): Promise<void> {
   const timeout = parseNumber('--timeout', f.timeout, { min: 0.001 });
+  const drain = parseNumber('--drain-timeout', f.drainTimeout, { min: 0.001 });
+  // the process exits by the drain timeout: the running request gets it less this margin to be answered 503
+  const exitMarginMs = Math.min(1000, drain * 250);
   const handle = await startServer({
     model: await trainedModelFolder(f.model),
     name: f.name ?? (parseHubId(f.model) ? f.model : undefined), // a snapshot folder is named by its commit
@@ -44,6 +51,10 @@ export async function runServe(f: ServeFlags): Promise<void> {
     timeoutMs: timeout * 1000,
     maxBytes: parseBytes('--max-bytes', f.maxBytes),
     maxSeconds: parseNumber('--max-seconds', f.maxSeconds, { min: 0.001 }),
+    bodyTimeoutMs: parseNumber('--body-timeout', f.bodyTimeout, { min: 0.001 }) * 1000,
+    maxUploads: parseNumber('--max-uploads', f.maxUploads, { integer: true, min: 1 }),
+    maxUploadsPerClient: parseNumber('--max-uploads-per-client', f.maxUploadsPerClient, { integer: true, min: 1 }),
+    drainTimeoutMs: drain * 1000 - exitMarginMs,
     token: f.token ?? process.env.EMOSLLM_TOKEN,
     waitReady: false,
   });
@@ -56,7 +67,13 @@ export async function runServe(f: ServeFlags): Promise<void> {
         process.exit(sig === 'SIGINT' ? 130 : 143);
       }
       const s = handle.stats();
-      console.error(`serve: ${sig}: shutting down (finishing ${s.inSystem} request(s); ${sig} again to exit now)`);
+      console.error(
+        `serve: ${sig}: shutting down (${s.running ? 'finishing the running request' : 'nothing running'}, ${s.waiting} waiting answered 503, ${s.uploading} upload(s) cut; exit within ${drain} s, or ${sig} again to exit now)`,
+      );
+      setTimeout(() => {
+        console.error(`serve: --drain-timeout ${drain} s over: exiting`);
+        process.exit(0);
+      }, drain * 1000).unref();
       handle.close().then(resolve, reject);
     };
     process.on('SIGTERM', onSignal);
@@ -80,6 +97,10 @@ export function defineServe(cmd: Command): void {
     .option('--timeout <s>', 'per-request limit in seconds, queueing included (504 past it)', String(SERVE_DEFAULTS.timeoutMs / 1000))
     .option('--max-bytes <n>', 'largest request body (413 past it); K/M/G suffixes', '50M')
     .option('--max-seconds <s>', 'longest audio (422 past it)', String(SERVE_DEFAULTS.maxSeconds))
+    .option('--body-timeout <s>', 'seconds for the whole request (headers and body) to arrive; 408 and closed past it', String(SERVE_DEFAULTS.bodyTimeoutMs / 1000))
+    .option('--max-uploads <n>', 'uploads in progress at once; more get 503 too_many_uploads', String(SERVE_DEFAULTS.maxUploads))
+    .option('--max-uploads-per-client <n>', 'uploads in progress at once from one address; more get 429 too_many_uploads', String(SERVE_DEFAULTS.maxUploadsPerClient))
+    .option('--drain-timeout <s>', 'on SIGTERM/SIGINT, exit within this many seconds (the running request is answered 503 if it is not done)', String(SERVE_DEFAULTS.drainTimeoutMs / 1000))
     .option('--token <t>', 'require "Authorization: Bearer <t>" (default: env EMOSLLM_TOKEN; /healthz stays open)')
     .option('--name <name>', 'model name in the answers (default: the model folder name, or the Hub id)')
     .action(async (f: ServeFlags) => {

@@ -1,63 +1,29 @@
 /**
- * Minimal RFC 4180 CSV: quoted fields with commas, doubled quotes and newlines; CRLF or LF; optional BOM.
- * Corpus metadata (MELD, emodb-dev transcripts) needs real quoting, so a split(',') is not enough.
+ * CSV through csv-parse and csv-stringify (RFC 4180: quoted fields with commas, doubled quotes and newlines;
+ * CRLF or LF; optional BOM). Corpus metadata (MELD, emodb-dev transcripts) needs real quoting.
  */
+import { CsvError, parse } from 'csv-parse/sync';
+import { stringify } from 'csv-stringify/sync';
 import { UserError } from '../util/errors.ts';
 
-/** Parse CSV text into rows of fields, each with the 1-based line it starts on. `where` names the file in errors. */
-export function parseCsvRows(text: string, where: string): Array<{ fields: string[]; line: number }> {
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const rows: Array<{ fields: string[]; line: number }> = [];
-  let row: string[] = [];
-  let field = '';
-  let line = 1;
-  let rowLine = 1;
-  let inQuotes = false;
-  let quoteLine = 0;
-  const n = text.length;
-  const endRow = () => {
-    row.push(field);
-    // Drop blank lines (a lone empty field).
-    if (!(row.length === 1 && row[0]!.trim() === '')) rows.push({ fields: row, line: rowLine });
-    row = [];
-    field = '';
-  };
-  for (let i = 0; i < n; i++) {
-    const ch = text[i]!;
-    if (inQuotes) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else inQuotes = false;
-      } else {
-        if (ch === '\n') line++;
-        field += ch;
-      }
-    } else if (ch === '"' && field.length === 0) {
-      inQuotes = true;
-      quoteLine = line;
-    } else if (ch === ',') {
-      row.push(field);
-      field = '';
-    } else if (ch === '\r' || ch === '\n') {
-      if (ch === '\r' && text[i + 1] === '\n') i++;
-      endRow();
-      line++;
-      rowLine = line;
-    } else {
-      // (A quote inside an unquoted field is kept literally, as most writers mean it.)
-      field += ch;
-    }
+/** Parse CSV text into rows of fields, each with the 1-based line it starts on; blank lines are dropped. */
+function parseCsvRows(text: string, where: string): Array<{ fields: string[]; line: number }> {
+  let parsed: Array<{ record: string[]; info: { lines: number } }>;
+  try {
+    // relax_quotes keeps a quote inside an unquoted field literally, as most writers mean it
+    parsed = parse(text, { bom: true, info: true, relax_column_count: true, relax_quotes: true }) as unknown as typeof parsed;
+  } catch (err) {
+    if (err instanceof CsvError && err.code === 'CSV_QUOTE_NOT_CLOSED') throw new UserError(`unterminated quoted field (${err.message})`, where);
+    if (err instanceof CsvError) throw new UserError(err.message, where);
+    throw err;
   }
-  if (inQuotes) throw new UserError(`unterminated quoted field starting on line ${quoteLine}`, where);
-  if (field.length > 0 || row.length > 0) endRow();
-  return rows;
-}
-
-/** Parse CSV text into rows of fields. */
-export function parseCsv(text: string, where: string): string[][] {
-  return parseCsvRows(text, where).map((r) => r.fields);
+  return parsed
+    .filter(({ record }) => !(record.length === 1 && record[0]!.trim() === ''))
+    .map(({ record, info }) => ({
+      fields: record,
+      // info.lines is the line the record ends on; quoted fields may span lines
+      line: info.lines - record.reduce((n, f) => n + (f.match(/\n/g)?.length ?? 0), 0),
+    }));
 }
 
 export interface CsvTable {
@@ -90,13 +56,15 @@ export function parseCsvTable(text: string, where: string): CsvTable {
   return { header, records };
 }
 
-/** Quote a CSV field when needed. */
-export function csvField(v: string | number | undefined | null): string {
-  const s = v === undefined || v === null ? '' : String(v);
-  return /[",\r\n]/.test(s) || /^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+/** The first field of each row of CSV text (e.g. the file column of a results file). */
+export function firstColumn(text: string, where: string): string[] {
+  return parseCsvRows(text, where).map((r) => r.fields[0]!);
 }
 
-/** Serialise rows (first row = header) to CSV text with LF line ends. */
+/**
+ * Serialise rows (first row = header) to CSV text with LF line ends; a field with a quote, comma, line break
+ * or edge whitespace is quoted (so the parser reads back exactly what was written).
+ */
 export function toCsv(rows: ReadonlyArray<ReadonlyArray<string | number | undefined | null>>): string {
-  return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
+  return stringify(rows as unknown[][], { record_delimiter: 'unix', quoted_match: /\r|^\s|\s$/ });
 }

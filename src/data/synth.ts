@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, oneLine } from '../util/errors.ts';
-import { writeFileAtomic } from '../util/fs.ts';
-import { decodeWavFd, openForRead, readWavHeader, writeWav } from '../audio/wav.ts';
+import { openRegularFile, writeFileAtomic } from '../util/fs.ts';
+import { decodeWavFd, readWavHeader, writeWav } from '../audio/wav.ts';
 import { resample } from '../audio/resample.ts';
 import { loadManifest, writeManifest, type ManifestRow } from './manifest.ts';
 import { Rng } from '../util/rng.ts';
@@ -240,7 +240,7 @@ export async function synthesizeCorpus(outDir: string, opts: SynthOptions = {}):
       const s = specs[i]!;
       const tmp = path.join(tmpDir, `${i}-${crypto.randomBytes(3).toString('hex')}.wav`);
       await runEspeak(s.args, tmp);
-      const fd = openForRead(tmp);
+      const fd = openRegularFile(tmp);
       let decoded;
       try {
         decoded = decodeWavFd(fd, fs.fstatSync(fd).size, tmp, { maxSeconds: 60, maxBytes: 64 << 20 });

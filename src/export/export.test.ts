@@ -37,6 +37,29 @@ function readPcm16(file: string): Float32Array {
   throw new Error(`${file}: no data chunk`);
 }
 
+/** `emosllm predict` on the clips, then the export's model.onnx on the raw samples: same labels, probabilities within 1e-4. */
+async function expectOnnxMatchesPredict(modelDir: string, onnxDir: string): Promise<void> {
+  const m = JSON.parse(fs.readFileSync(path.join(onnxDir, 'manifest.json'), 'utf8'));
+  const r = cli('predict', '--model', modelDir, '--segment', 'whole', ...clips);
+  expect(r.status, r.stderr).toBe(0);
+  const want = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const s = await ort.InferenceSession.create(path.join(onnxDir, m.model));
+  try {
+    let worst = 0;
+    for (const [i, file] of clips.entries()) {
+      const x = readPcm16(file);
+      const res = await s.run({ audio: new ort.Tensor('float32', x, [1, x.length]) });
+      const p = Array.from(res.probabilities.data as Float32Array);
+      expect(res.probabilities.dims).toEqual([1, m.labels.length]);
+      m.labels.forEach((l: string, j: number) => (worst = Math.max(worst, Math.abs(p[j] - want[i].probabilities[l]))));
+      expect(m.labels[p.indexOf(Math.max(...p))]).toBe(want[i].label);
+    }
+    expect(worst).toBeLessThan(1e-4);
+  } finally {
+    await s.release();
+  }
+}
+
 beforeAll(async () => {
   model = await trainSmallModel(tmp, { cacheDir: env.EMOSLLM_CACHE_DIR });
   const r = cli('export', model, '--onnx', out);
@@ -65,26 +88,17 @@ describe('emosllm export', () => {
   });
 
   it('model.onnx under plain onnxruntime-node reproduces emosllm predict within 1e-4', async () => {
-    const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
-    const r = cli('predict', '--model', model, '--segment', 'whole', ...clips);
-    expect(r.status, r.stderr).toBe(0);
-    const want = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    const s = await ort.InferenceSession.create(path.join(out, m.model));
-    try {
-      let worst = 0;
-      for (const [i, file] of clips.entries()) {
-        const x = readPcm16(file);
-        const res = await s.run({ audio: new ort.Tensor('float32', x, [1, x.length]) });
-        const p = Array.from(res.probabilities.data as Float32Array);
-        expect(res.probabilities.dims).toEqual([1, m.labels.length]);
-        m.labels.forEach((l: string, j: number) => (worst = Math.max(worst, Math.abs(p[j] - want[i].probabilities[l]))));
-        expect(m.labels[p.indexOf(Math.max(...p))]).toBe(want[i].label);
-      }
-      expect(worst).toBeLessThan(1e-4);
-    } finally {
-      await s.release();
-    }
+    await expectOnnxMatchesPredict(model, out);
   });
+
+  it('the built-in paralinguistic encoder (fbank+mfcc+prosody) exports too, and matches predict within 1e-4', async () => {
+    const joined = await trainSmallModel(tmp, { cacheDir: env.EMOSLLM_CACHE_DIR, encoder: 'fbank+mfcc+prosody', name: 'model-prosody' });
+    expect(JSON.parse(fs.readFileSync(path.join(joined, 'emosllm.json'), 'utf8')).encoder.features).toEqual(['fbank', 'mfcc', 'prosody']);
+    const dir = path.join(tmp, 'onnx-prosody');
+    const r = cli('export', joined, '--onnx', dir, '--no-stages');
+    expect(r.status, r.stderr).toBe(0);
+    await expectOnnxMatchesPredict(joined, dir);
+  }, 300_000);
 
   it('the stages chained (encoder -> mapper -> llm with the manifest prompt and answers) equal model.onnx', async () => {
     const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));

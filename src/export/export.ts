@@ -17,10 +17,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Graph, type Value } from '../graph/ir.ts';
-import { add, concat, constant, dimOf, div, fill, int64s, maximum, mul, reduceMean, reshape, runtimeShape, slice, sqrt, squeeze, sub, unsqueeze } from '../graph/ops.ts';
+import { concat, constant, fill, reshape, runtimeShape, slice, unsqueeze } from '../graph/ops.ts';
 import { EmoSLLM, scoreLabels } from '../models/emosllm.ts';
 import { loadSpeechEncoder } from '../models/encoder.ts';
-import { fbankEncoderGraph, receptiveField } from '../models/frame-encoders.ts';
+import { builtinEncoderGraph, hfEncoderGraph } from '../models/frame-encoders.ts';
 import { LlamaModel } from '../models/llama.ts';
 import { answerTensors } from '../models/processor.ts';
 import { loadAdapter, mergeLora } from '../models/lora.ts';
@@ -39,22 +39,9 @@ function adaptedLlm(m: EmoSLLM, modelDir: string): LlamaModel {
 
 /** Encoder states in a graph: the mapper's layers, each [1, T, D], from audio [1, S]. */
 function encoderGraph(m: EmoSLLM, modelDir: string, audio: Value): Value[] {
-  const g = audio.graph;
   const spec = m.spec.encoder;
-  if (spec.kind === 'fbank') return [fbankEncoderGraph(audio, spec)];
-  const enc = loadSpeechEncoder(path.resolve(modelDir, spec.path));
-  // as HFFrameEncoder: zero-pad to one receptive field, then HF's zero-mean unit-variance normalisation
-  const min = receptiveField(enc.config);
-  const S = squeeze(dimOf(audio, 1), [0]);
-  const padLen = maximum(sub(constant(audio, [min], [], 'int64'), S), 0);
-  const zeros = fill(concat([int64s(audio, [1]), unsqueeze(padLen, [0])], 0), [1, 'pad'], 0, 'float32');
-  let x = concat([audio, zeros], 1);
-  if (enc.preprocessor.doNormalize) {
-    const mean = reduceMean(x, [1], true);
-    const d = sub(x, mean);
-    x = div(d, sqrt(add(reduceMean(mul(d, d), [1], true), 1e-7)));
-  }
-  const out = enc.build(g, x);
+  if (spec.kind === 'fbank') return [builtinEncoderGraph(audio, spec)];
+  const out = hfEncoderGraph(audio, loadSpeechEncoder(path.resolve(modelDir, spec.path)));
   return m.spec.encoderLayers.map((l) => out.hiddenStates[l]);
 }
 

@@ -1,9 +1,11 @@
 /**
  * Clips -> frozen-encoder states, through the feature cache: each clip is decoded and encoded once, then only
  * its cache key is kept; batches fetch states by key (memory LRU, then disk). A clip that cannot be decoded is
- * left out with a one-line warning, so one broken file does not stop a run over a corpus.
+ * left out with a one-line warning, so one broken file does not stop a run over a corpus; so is a clip below the
+ * minimum duration (MIN_CLIP_SECONDS, the check predict and the server run too).
  */
 import { loadAudio16k } from '../audio/decode.ts';
+import { checkClipDuration } from '../audio/segments.ts';
 import type { DatasetItem } from '../data/types.ts';
 import { oneLine } from '../util/errors.ts';
 import type { ClipStates } from '../models/processor.ts';
@@ -34,7 +36,9 @@ export async function prepareClips(
     const decoded: Array<{ item: DatasetItem; samples: Float32Array }> = [];
     for (const item of part) {
       try {
-        decoded.push({ item, samples: await loadAudio16k(item.path, { maxSeconds: opts.maxSeconds }) });
+        const samples = await loadAudio16k(item.path, { maxSeconds: opts.maxSeconds });
+        checkClipDuration(samples.length, 16000);
+        decoded.push({ item, samples });
       } catch (e) {
         warnings.push(`skipped ${item.path}: ${oneLine(e).replace(`${item.path}: `, '')}`);
       }

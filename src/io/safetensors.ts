@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
-import { writeFileAtomic } from '../util/fs.ts';
+import { openRegularFile, writeFileAtomic } from '../util/fs.ts';
 
 export type SafeDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -476,11 +476,7 @@ export class SafetensorsFile {
   /** Open a file and read + validate its header only. Throws a one-line UserError naming the file on any problem. */
   static open(file: string): SafetensorsFile {
     let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      fail(`cannot open safetensors file: ${errText(e)}`, file);
-    }
+    fd = openRegularFile(file);
     try {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) fail('not a regular file', file);
@@ -581,11 +577,7 @@ export class SafetensorsFile {
 
   private handle(): number {
     if (this.fd === null) {
-      try {
-        this.fd = fs.openSync(this.file, 'r');
-      } catch (e) {
-        fail(`cannot reopen safetensors file: ${errText(e)}`, this.file);
-      }
+      this.fd = openRegularFile(this.file);
     }
     return this.fd;
   }

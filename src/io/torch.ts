@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
+import { openRegularFile } from '../util/fs.ts';
 import { type ByteSource, BufferSource, PyDict, type PyGlobal, PyTuple, unpickle } from './pickle.ts';
 import { DTYPE_SIZES, readExact, readIndex, type SafeDType, type SafeTypedArray, toF32, toF64, toI64, viewAs } from './safetensors.ts';
 
@@ -311,9 +312,8 @@ export class TorchFile {
     let fd: number;
     let st: fs.Stats;
     try {
-      st = fs.statSync(file);
-      if (!st.isFile()) throw new UserError('not a regular file', file);
-      fd = fs.openSync(file, 'r');
+      fd = openRegularFile(file);
+      st = fs.fstatSync(fd);
     } catch (e) {
       if (e instanceof UserError) throw e;
       throw new UserError(`cannot open checkpoint: ${(e as Error).message}`, file);
@@ -412,7 +412,7 @@ export class TorchFile {
   }
 
   private handle(): number {
-    if (this.fd === null) this.fd = fs.openSync(this.file, 'r');
+    if (this.fd === null) this.fd = openRegularFile(this.file);
     return this.fd;
   }
 }

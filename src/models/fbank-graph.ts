@@ -105,47 +105,76 @@ export function fbankMelMatrix(plan: FbankPlan): Float32Array {
 }
 
 /**
- * Builds the filterbank of `samples` (float32 [B, S], B usually 1, S symbolic; every row is one clip of
- * length S) into `g`. Returns float32 [B, frames, numMelBins], frames = max(1, 1 + floor((S - L) / shift)),
- * equal to FbankEncoder.encodeOne (with `opts` = the encoder's resolved options) up to float32 rounding.
+ * Frame start sample indices 0, shift, 2 shift, ... < max(S - L + 1, 1) of `samples` [B, S] (snip_edges, at least
+ * one frame), int64 [frames] with the frame dim named FBANK_FRAMES_DIM. Every frame-level feature graph
+ * (fbank, frame-features-graph.ts) frames with this, so they agree on the frame count.
  */
-export function buildFbankGraph(g: Graph, samples: Value, opts: ResolvedFbankOptions): Value {
+export function frameStarts(samples: Value, frameLength: number, frameShift: number): Value {
+  const S = gather(shapeOf(samples), constant(samples, [1], [], 'int64'), 0);
+  const limit = maximum(sub(S, frameLength - 1), 1);
+  const zero = constant(samples, [0], [], 'int64');
+  const step = constant(samples, [frameShift], [], 'int64');
+  const starts = range(zero, limit, step);
+  return reshapeTo(starts, shapeOf(starts), [FBANK_FRAMES_DIM]);
+}
+
+/** What the log-mel is computed from, for graphs that derive more features from the same frames (MFCC, energy). */
+export interface FbankSpectrum {
+  plan: FbankPlan;
+  /** the scaled, DC-removed (if the options say so) frames [B, frames, L], before pre-emphasis and window */
+  frames: Value;
+  /** squared DFT output [B, frames, 2K] (re^2 then im^2; a stacked [2K, n] matrix sums them into a power) */
+  squaredDft: Value;
+}
+
+/** Steps 1-5 up to the squared DFT (see the file comment). */
+export function buildFbankSpectrum(g: Graph, samples: Value, opts: ResolvedFbankOptions): FbankSpectrum {
   if (samples.graph !== g) throw new Error('buildFbankGraph: samples belong to another graph');
   if (samples.dtype !== 'float32' || samples.rank !== 2) throw new Error(`buildFbankGraph: samples must be float32 [B, S], got ${samples}`);
   const plan = fbankPlan(opts);
   const L = plan.frameLength;
   const K = plan.fftSize / 2;
-  const bins = opts.numMelBins;
   return g.scope('fbank', () => {
     // 1. scale (exact for the default power of two) and pad by one frame (only short clips read the zeros)
     const x = opts.inputScale === 1 ? samples : mul(samples, opts.inputScale);
     const xp = pad(x, [0, 0, 0, L]);
 
-    // 2. frame starts 0, shift, 2 shift, ... < max(S - L + 1, 1); the Reshape only names the frame dim
-    const S = gather(shapeOf(samples), constant(samples, [1], [], 'int64'), 0);
-    const limit = maximum(sub(S, L - 1), 1);
-    const zero = constant(samples, [0], [], 'int64');
-    const step = constant(samples, [plan.frameShift], [], 'int64');
-    let starts = range(zero, limit, step);
-    starts = reshapeTo(starts, shapeOf(starts), [FBANK_FRAMES_DIM]);
+    // 2. [frames, L] sample indices
     const offsets = int64s(samples, Array.from({ length: L }, (_, i) => i));
-    const idx = add(unsqueeze(starts, [1]), unsqueeze(offsets, [0])); // [frames, L]
+    const idx = add(unsqueeze(frameStarts(samples, L, plan.frameShift), [1]), unsqueeze(offsets, [0]));
     let frames = gather(xp, idx, 1); // [B, frames, L]
 
     // 3. DC removal stays a ReduceMean + Sub instead of being folded into the DFT matrix: that way a frame of
     //    constant samples becomes exact zeros (log floor, as in JS) instead of float32 round-off of the DC.
     if (opts.removeDcOffset) frames = sub(frames, reduceMean(frames, [-1], true));
 
-    // 4-5. pre-emphasis + window + DFT, then power and mel banks in one MatMul each
+    // 4. pre-emphasis + window + DFT in one MatMul
     const dft = g.constant(fbankDftMatrix(plan), [L, 2 * K], 'float32', 'fbank.dft');
-    const mel = g.constant(fbankMelMatrix(plan), [2 * K, bins], 'float32', 'fbank.mel');
     const spec = matmul(frames, dft); // [B, frames, 2K]
-    const energy = matmul(mul(spec, spec), mel); // [B, frames, bins]
-
-    // 6. natural log with Kaldi's floor (digital silence gives exactly log(FBANK_LOG_FLOOR), as in JS)
-    const feats = log(maximum(energy, FBANK_LOG_FLOOR));
-    return opts.cmvn ? cmvn(feats) : feats;
+    return { plan, frames, squaredDft: mul(spec, spec) };
   });
+}
+
+/** log(max(mel energies, FBANK_LOG_FLOOR)) [B, frames, bins] of a spectrum (steps 5-6). */
+export function logMelGraph(s: FbankSpectrum): Value {
+  const g = s.squaredDft.graph;
+  const K = s.plan.fftSize / 2;
+  const bins = s.plan.opts.numMelBins;
+  return g.scope('fbank', () => {
+    const mel = g.constant(fbankMelMatrix(s.plan), [2 * K, bins], 'float32', 'fbank.mel');
+    // natural log with Kaldi's floor (digital silence gives exactly log(FBANK_LOG_FLOOR), as in JS)
+    return log(maximum(matmul(s.squaredDft, mel), FBANK_LOG_FLOOR));
+  });
+}
+
+/**
+ * Builds the filterbank of `samples` (float32 [B, S], B usually 1, S symbolic; every row is one clip of
+ * length S) into `g`. Returns float32 [B, frames, numMelBins], frames = max(1, 1 + floor((S - L) / shift)),
+ * equal to FbankEncoder.encodeOne (with `opts` = the encoder's resolved options) up to float32 rounding.
+ */
+export function buildFbankGraph(g: Graph, samples: Value, opts: ResolvedFbankOptions): Value {
+  const feats = logMelGraph(buildFbankSpectrum(g, samples, opts));
+  return opts.cmvn ? g.scope('fbank', () => cmvn(feats)) : feats;
 }
 
 /**
@@ -154,7 +183,7 @@ export function buildFbankGraph(g: Graph, samples: Value, opts: ResolvedFbankOpt
  * variance): float32 means then work on small numbers, and a constant bin (e.g. all log floor) gives exactly
  * 0, like the float64 JS code, instead of round-off / 1e-3.
  */
-function cmvn(x: Value): Value {
+export function cmvn(x: Value): Value {
   const shifted = sub(x, slice(x, [0], [1], [1]));
   const centred = sub(shifted, reduceMean(shifted, [1], true));
   const variance = reduceMean(mul(centred, centred), [1], true);

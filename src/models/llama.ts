@@ -60,6 +60,7 @@ import { maskedCrossEntropy, rmsNorm, silu } from '../graph/nn.ts';
 import { type Int8Weight, type QuantizeMode, type QuantizedWeight, quantize, quantizedConstants, quantizedLinear } from '../graph/quant.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { UserError } from '../util/errors.ts';
+import { readRegularFile } from '../util/fs.ts';
 import { Weights } from './weights.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ export function loadLlamaConfig(dir: string): LlamaConfig {
   const file = fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory() ? path.join(dir, 'config.json') : dir;
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readRegularFile(file, 'utf8');
   } catch (e) {
     throw new UserError(`cannot read config: ${(e as Error).message.split('\n')[0]}`, file);
   }

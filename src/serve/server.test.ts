@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -118,11 +119,56 @@ async function withServer(o: Omit<ServeOptions, 'model'>, fn: (s: ServerHandle) 
   }
 }
 
+/** Polls `ok` (the server runs in this process, or answers /healthz) until it holds; fails the test if it never does. */
+async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (await ok()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  expect(await ok()).toBe(true);
+}
+
+interface Stalled {
+  socket: net.Socket;
+  /** resolves when the server closes the socket (the client never does), with the bytes it sent */
+  closed: Promise<string>;
+}
+
+/**
+ * A client that sends a POST /v1/emotion's headers and the first `sent` bytes of `body` (or of a 100 kB body
+ * of which 100 bytes are sent), then nothing. `events` gets 'stalled closed' when the server closes it.
+ */
+async function stalledUpload(port: number, o: { localAddress?: string; body?: Buffer; sent?: number; events?: string[] } = {}): Promise<Stalled> {
+  const body = o.body ?? Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(100_000 - 4)]);
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: o.localAddress ?? '127.0.0.1' });
+  let got = '';
+  socket.on('data', (d) => (got += d));
+  socket.on('error', () => undefined); // a reset after the answer: the close below still comes
+  const closed = new Promise<string>((resolve) =>
+    socket.once('close', () => {
+      o.events?.push('stalled closed');
+      resolve(got);
+    }),
+  );
+  await once(socket, 'connect');
+  const head = `POST /v1/emotion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+  await new Promise((r) => socket.write(Buffer.concat([Buffer.from(head), body.subarray(0, o.sent ?? 100)]), r));
+  return { socket, closed };
+}
+
+/** Status and error code of a raw HTTP answer ('' when the server sent nothing). */
+function rawAnswer(got: string): { status: number; code?: string } {
+  const m = /^HTTP\/1\.1 (\d+) /.exec(got);
+  if (!m) return { status: 0 };
+  const body = got.slice(got.indexOf('\r\n\r\n') + 4);
+  return { status: Number(m[1]), code: body ? JSON.parse(body).error?.code : undefined };
+}
+
 describe('serve: answers', () => {
   it('GET /healthz and GET /v1/model', async () => {
     const h = await get(main.url, '/healthz');
     expect(h.status).toBe(200);
-    expect(h.body).toEqual({ status: 'ok' });
+    expect(h.body).toEqual({ status: 'ok', running: 0, waiting: 0, uploading: 0 });
     const m = await get(main.url, '/v1/model');
     expect(m.status).toBe(200);
     expect(m.body.name).toBe('model');
@@ -131,7 +177,7 @@ describe('serve: answers', () => {
     expect(m.body.llm.builtin).toBe('tiny');
     expect(m.body.llmTrain).toBe('full');
     expect(m.body.audio.maxSeconds).toBe(model.spec.audio.maxSeconds);
-    expect(m.body.limits).toMatchObject({ maxBytes: 50 * 1024 * 1024, maxSeconds: 600, timeoutMs: 120_000, queue: 64 });
+    expect(m.body.limits).toMatchObject({ maxBytes: 50 * 1024 * 1024, maxSeconds: 600, timeoutMs: 120_000, queue: 64, bodyTimeoutMs: 30_000, maxUploads: 64, maxUploadsPerClient: 8, drainTimeoutMs: 10_000 });
     expectError(await get(main.url, '/nope'), 404, 'not_found');
     // malformed HTTP: our error format too
     const { port } = new URL(main.url);
@@ -227,7 +273,7 @@ describe('serve: limits', () => {
     });
   });
 
-  it('not audio / undecodable: 415; a non-audio Content-Type: 415; empty body: 400; silence: 422', async () => {
+  it('not audio / undecodable: 415; a non-audio Content-Type: 415; empty body: 400; silence: 422; under 0.25 s: 422 too_short', async () => {
     expectError(await post(main.url, fs.readFileSync(path.join(REPO_ROOT, 'package.json')), { type: 'application/octet-stream' }), 415, 'not_audio');
     expectError(await post(main.url, fs.readFileSync(WAV).subarray(0, 100)), 415, 'not_audio'); // truncated WAV
     const junkFlac = Buffer.concat([Buffer.from('fLaC'), Buffer.alloc(5000, 7)]); // sniffs as FLAC, does not decode
@@ -237,6 +283,27 @@ describe('serve: limits', () => {
     expectError(await post(main.url, Buffer.from('{"audio": 1}'), { type: 'application/json' }), 415, 'unsupported_content_type');
     expectError(await post(main.url, new Uint8Array(0)), 400, 'empty_body');
     expectError(await post(main.url, encodeWav(new Float32Array(16000), 16000)), 422, 'silent_audio');
+    // below the 0.25 s minimum: its own 422, however loud
+    const clip = await loadAudio16k(WAV);
+    for (const n of [1, 3999]) {
+      const short = await post(main.url, encodeWav(clip.subarray(8000, 8000 + n), 16000));
+      expectError(short, 422, 'too_short');
+      expect(short.body.error.message).toMatch(/0\.25 s|250 ms/);
+    }
+    expect((await post(main.url, encodeWav(clip.subarray(8000, 12000), 16000))).status).toBe(200); // exactly 0.25 s
+  });
+
+  it('a multipart body with a missing or wrong boundary, or cut off: 400 bad_multipart', async () => {
+    const wav = fs.readFileSync(WAV);
+    expectError(await post(main.url, wav, { type: 'multipart/form-data; boundary=zzz' }), 400, 'bad_multipart');
+    expectError(await post(main.url, wav, { type: 'multipart/form-data' }), 400, 'bad_multipart');
+    const form = new FormData();
+    form.append('audio', new Blob([wav], { type: 'audio/wav' }), 'clip.wav');
+    const encoded = new Request('http://localhost/', { method: 'POST', body: form });
+    const type = encoded.headers.get('content-type')!;
+    const bytes = new Uint8Array(await encoded.arrayBuffer());
+    expect((await post(main.url, bytes, { type })).status).toBe(200); // the whole form is fine
+    expectError(await post(main.url, bytes.subarray(0, bytes.length - 100), { type }), 400, 'bad_multipart');
   });
 
   it('bad parameters: 400', async () => {
@@ -293,6 +360,62 @@ describe('serve: limits', () => {
   });
 });
 
+describe('serve: slow clients', () => {
+  it('100 stalled uploads: a concurrent valid request is answered before the server closes any of them (408), each at the body timeout', async () => {
+    await withServer({ bodyTimeoutMs: 3000, maxUploads: 200, maxUploadsPerClient: 200 }, async (s) => {
+      const events: string[] = [];
+      const stalled = await Promise.all(Array.from({ length: 100 }, () => stalledUpload(s.port, { events })));
+      await until(() => s.stats().uploading === 100);
+      const a = await post(s.url, fs.readFileSync(WAV));
+      events.push('valid answered');
+      expect(a.status, JSON.stringify(a.body)).toBe(200);
+      expectSame(a.body, await reference(WAV));
+      const got = await Promise.all(stalled.map((x) => x.closed));
+      expect(events[0]).toBe('valid answered');
+      expect(events.length).toBe(101);
+      for (const g of got) expect(rawAnswer(g)).toEqual({ status: 408, code: 'request_timeout' });
+      expect(s.stats().uploading).toBe(0);
+    });
+  });
+
+  it('a queue place is taken only once the body is in, and --timeout counts from there', async () => {
+    await withServer({ queue: 0, timeoutMs: 1000 }, async (s) => {
+      const wav = fs.readFileSync(WAV);
+      const slow = await stalledUpload(s.port, { body: wav, sent: 100 });
+      await until(() => s.stats().uploading === 1);
+      // no place waits behind the running request (--queue 0), yet the upload in progress holds none
+      expect((await post(s.url, wav)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1500)); // longer than --timeout, well within --body-timeout
+      slow.socket.write(wav.subarray(100)); // (not end(): a client that half-closes has its request aborted)
+      const got = await slow.closed;
+      expect(rawAnswer(got).status).toBe(200);
+      expectSame(JSON.parse(got.slice(got.indexOf('\r\n\r\n') + 4)), await reference(WAV));
+    });
+  });
+
+  it('upload caps: past the per-client cap 429, past the server cap 503, other clients served', async () => {
+    await withServer({ bodyTimeoutMs: 60_000, maxUploads: 5, maxUploadsPerClient: 2 }, async (s) => {
+      const open: Stalled[] = [];
+      for (const localAddress of ['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3']) {
+        open.push(await stalledUpload(s.port, { localAddress }));
+        await until(() => s.stats().uploading === open.length);
+      }
+      const third = await stalledUpload(s.port, { localAddress: '127.0.0.2' });
+      expect(rawAnswer(await third.closed)).toEqual({ status: 429, code: 'too_many_uploads' });
+      expect((await post(s.url, fs.readFileSync(WAV))).status).toBe(200); // 127.0.0.1 is under its cap
+      open.push(await stalledUpload(s.port, { localAddress: '127.0.0.4' }));
+      await until(() => s.stats().uploading === 5);
+      const full = await post(s.url, fs.readFileSync(WAV));
+      expectError(full, 503, 'too_many_uploads');
+      expect(Number(full.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      open[0].socket.destroy(); // a client that gives up frees its place
+      await until(() => s.stats().uploading === 4);
+      expect((await post(s.url, fs.readFileSync(WAV))).status).toBe(200);
+      for (const x of open) x.socket.destroy();
+    });
+  });
+});
+
 describe('serve: lifecycle', () => {
   it('answers 503 while the model loads', async () => {
     const s = await startServer({ model: modelDir, port: 0, waitReady: false, log: () => undefined });
@@ -300,37 +423,47 @@ describe('serve: lifecycle', () => {
       const [h, p] = await Promise.all([get(s.url, '/healthz'), post(s.url, fs.readFileSync(WAV))]);
       expect(s.stats().state).toBe('loading');
       expect(h.status).toBe(503);
-      expect(h.body).toEqual({ status: 'loading' });
+      expect(h.body).toMatchObject({ status: 'loading' });
       expectError(p, 503, 'loading');
       await s.ready;
-      expect((await get(s.url, '/healthz')).body).toEqual({ status: 'ok' });
+      expect((await get(s.url, '/healthz')).body).toMatchObject({ status: 'ok' });
     } finally {
       await s.close();
     }
   });
 
-  it('close() finishes the in-flight and queued requests, then stops accepting', async () => {
+  it('close(): the running request finishes, a queued one gets 503 shutting_down, stalled uploads are cut', async () => {
     const s = await startServer({ model, port: 0, log: () => undefined });
-    const until = async (ok: () => boolean) => {
-      for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
-      expect(ok()).toBe(true);
-    };
+    const stalled = await Promise.all(Array.from({ length: 3 }, () => stalledUpload(s.port)));
+    await until(() => s.stats().uploading === 3);
     const long = post(s.url, fs.readFileSync(LONG));
     await until(() => s.stats().running);
     const short = post(s.url, fs.readFileSync(WAV));
     await until(() => s.stats().waiting === 1);
-    const closed = s.close();
+    const closed = s.close(); // the stalled clients never close their sockets: the server must
     const [a, b] = await Promise.all([long, short]);
     await closed;
     expect(a.status).toBe(200);
     expect(a.body.seconds).toBeCloseTo(60, 6);
-    expect(b.status).toBe(200);
+    expectError(b, 503, 'shutting_down');
+    for (const x of stalled) expect([0, 503]).toContain(rawAnswer(await x.closed).status);
     await expect(fetch(`${s.url}/healthz`)).rejects.toThrow();
     expect(s.stats().state).toBe('closed');
   });
 
-  it('CLI: emosllm serve --port 0 prints the address, answers, and exits 0 on SIGTERM after finishing its request', async () => {
-    const child = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  it('close(): past the drain timeout the running request gets 503 shutting_down', async () => {
+    const s = await startServer({ model, port: 0, log: () => undefined, drainTimeoutMs: 100 });
+    // 60 s in 1 s windows every 0.5 s: ~120 segments, far longer than the drain timeout
+    const long = post(s.url, fs.readFileSync(LONG), { query: { segment: 'window', window: '1', hop: '0.5' } });
+    await until(() => s.stats().running);
+    await s.close();
+    expectError(await long, 503, 'shutting_down');
+    expect(s.stats().state).toBe('closed');
+  });
+
+  it('CLI: emosllm serve --port 0 prints the address and answers; on SIGTERM with stalled uploads open it finishes the running request, answers the queued one 503 shutting_down and exits 0', async () => {
+    // a body timeout longer than the test: only the shutdown can close the stalled uploads
+    const child = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0', '--body-timeout', '600', '--drain-timeout', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stderr.on('data', (d) => (err += d));
@@ -346,12 +479,19 @@ describe('serve: lifecycle', () => {
     const a = await post(url, fs.readFileSync(WAV));
     expect(a.status).toBe(200);
     expectSame(a.body, await reference(WAV));
-    const inFlight = post(url, fs.readFileSync(LONG));
-    await new Promise((r) => setTimeout(r, 400));
+    const health = async () => (await get(url, '/healthz')).body;
+    const stalled = await Promise.all(Array.from({ length: 3 }, () => stalledUpload(Number(new URL(url).port))));
+    await until(async () => (await health()).uploading === 3);
+    const running = post(url, fs.readFileSync(LONG));
+    await until(async () => (await health()).running === 1);
+    const queued = post(url, fs.readFileSync(WAV));
+    await until(async () => (await health()).waiting === 1);
     child.kill('SIGTERM');
-    const b = await inFlight;
+    const [b, c] = await Promise.all([running, queued]);
     expect(b.status, JSON.stringify(b.body)).toBe(200);
+    expectError(c, 503, 'shutting_down');
     expect(await exited).toBe(0);
+    for (const x of stalled) expect([0, 503]).toContain(rawAnswer(await x.closed).status);
     expect(err).toMatch(/POST \/v1\/emotion 200 \d+ms/);
     expect(err).toMatch(/SIGTERM: shutting down/);
   });

@@ -11,25 +11,18 @@
  * field "audio" and the options as fields. Options: transcript, labels (comma-separated label set), segment
  * (auto | whole | window | vad), window and hop (seconds). Prediction is predictSamples (eval/predict.ts).
  *
- * Every error is JSON {error: {code, message}} with a one-line message, never a stack trace:
- *   400 bad_parameter / empty_body / bad_multipart   an option is wrong, there is no audio, a malformed form
- *   401 unauthorized           --token is set and the Authorization: Bearer header is missing or wrong
- *                              (WWW-Authenticate is set; /healthz never needs the token)
- *   404 not_found              no such route
- *   413 body_too_large         the body (or the form's file) is over --max-bytes
- *   415 unsupported_content_type   a Content-Type that is not audio (e.g. application/json)
- *   415 not_audio              the bytes are not audio in a supported format, or cannot be decoded
- *   422 audio_too_long         the audio is longer than --max-seconds
- *   422 silent_audio           every sample is (near) zero: nothing to recognise
- *   503 queue_full             1 request is running and --queue more are waiting (Retry-After is set)
- *   503 loading / shutting_down    the model is still loading, or the server is draining (Retry-After)
- *   504 timeout                the request took longer than --timeout, counted from when its body was
- *                              received (queueing included); its work stops at the next segment
- *   500 internal               a bug: the message says to look at the server log
+ * Every error is JSON {error: {code, message}} with a one-line message, never a stack trace. The status codes
+ * and when each is sent are listed in src/serve/README.md (keep it in step with this file).
  *
- * Requests run one at a time (ONNX Runtime already uses every core for one inference), at most --queue
- * waiting. On close (SIGTERM / SIGINT in the CLI) the server stops accepting connections, answers 503 to new
- * requests on open connections, finishes the running and queued requests, then releases the model.
+ * Slow clients: the whole request (headers and body) must arrive within --body-timeout, else 408 and the
+ * connection is closed; an upload holds no place in the work queue, only one of --max-uploads (and of
+ * --max-uploads-per-client for its address). A request joins the queue (one running, at most --queue waiting)
+ * once its body is in, and --timeout counts from then.
+ *
+ * Shutdown (close(), SIGTERM / SIGINT in the CLI): stop accepting connections, answer new requests on open ones
+ * 503 shutting_down without reading their bodies, cut the uploads in progress, answer the waiting requests 503
+ * shutting_down and let the running one finish; past --drain-timeout it is answered 503 too and every
+ * connection is closed. Then the model is released.
  * One line per request goes to the log (stderr): method, path, status, milliseconds.
  */
 import crypto from 'node:crypto';
@@ -41,13 +34,13 @@ import path from 'node:path';
 import multipart from '@fastify/multipart';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { DECODE_DEFAULTS, loadAudio16k, probeAudio, sniffFormat } from '../audio/decode.ts';
-import { SEGMENT_DEFAULTS, SEGMENT_MODES } from '../audio/segments.ts';
+import { ClipTooShortError, MIN_CLIP_SECONDS, SEGMENT_DEFAULTS, SEGMENT_MODES } from '../audio/segments.ts';
 import { type ClipPrediction, type PredictOptions, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { UserError, oneLine } from '../util/errors.ts';
 import { HttpError, errorBody } from './errors.ts';
 import { PARAM_LIMITS, parseParams } from './params.ts';
-import { AbortedError, type Slot, WorkQueue } from './queue.ts';
+import { WorkQueue } from './queue.ts';
 
 export const SERVE_DEFAULTS = {
   host: '127.0.0.1',
@@ -63,6 +56,14 @@ export const SERVE_DEFAULTS = {
    * queued rather than turned away; with the tiny model a 3 s clip takes ~30 ms, so a full queue waits ~2 s.
    */
   queue: 64,
+  /** the whole request (headers and body) must arrive within it; a stalled upload is cut (408) */
+  bodyTimeoutMs: 30_000,
+  /** uploads in progress at once (each may buffer up to maxBytes) */
+  maxUploads: 64,
+  /** uploads in progress at once from one client address */
+  maxUploadsPerClient: 8,
+  /** on close, how long the running request may take before it is answered 503 and every connection closed */
+  drainTimeoutMs: 10_000,
 } as const;
 
 export interface ServeOptions {
@@ -77,6 +78,10 @@ export interface ServeOptions {
   maxSeconds?: number;
   timeoutMs?: number;
   queue?: number;
+  bodyTimeoutMs?: number;
+  maxUploads?: number;
+  maxUploadsPerClient?: number;
+  drainTimeoutMs?: number;
   /** bearer token required on every route but /healthz (unset or empty: no auth) */
   token?: string;
   /** log lines (default: stderr) */
@@ -85,15 +90,28 @@ export interface ServeOptions {
   waitReady?: boolean;
 }
 
+export interface ServerStats {
+  state: ServerState;
+  /** a request is being processed */
+  running: boolean;
+  /** requests waiting behind it */
+  waiting: number;
+  /** uploads in progress (POST /v1/emotion whose body is not in yet) */
+  uploading: number;
+}
+
 export interface ServerHandle {
   url: string;
   host: string;
   port: number;
   /** resolves once the model is loaded and warmed up (rejects when loading fails; the server is then closed) */
   ready: Promise<void>;
-  /** graceful: stop accepting, finish running and queued requests, release the model */
+  /**
+   * graceful: stop accepting, cut the uploads in progress, answer the waiting requests 503 shutting_down, let the
+   * running one finish (at most drainTimeoutMs), release the model
+   */
   close(): Promise<void>;
-  stats(): { state: ServerState; running: boolean; waiting: number; inSystem: number };
+  stats(): ServerStats;
 }
 
 export type ServerState = 'loading' | 'ready' | 'closing' | 'closed' | 'failed';
@@ -125,10 +143,14 @@ function positiveInt(name: string, v: number, min = 1): number {
   return v;
 }
 
-interface RequestInfo {
-  t0: number;
-  slot?: Slot;
+function positiveMs(name: string, v: number): number {
+  if (!(v > 0) || !Number.isFinite(v)) throw new UserError(`${name} must be > 0, got ${v}`);
+  return v;
 }
+
+const shuttingDown = () => new HttpError(503, 'shutting_down', 'the server is shutting down', { 'Retry-After': '5' });
+/** the reason a request's work is aborted when its client went away (never sent: there is no one to send it to) */
+const clientGone = () => new HttpError(499, 'client_closed', 'the client closed the connection');
 
 /** Starts the server; resolves once it listens (and, unless waitReady is false, once the model is ready). */
 export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
@@ -138,9 +160,12 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
   const maxBytes = positiveInt('maxBytes', opts.maxBytes ?? SERVE_DEFAULTS.maxBytes);
   const maxSeconds = opts.maxSeconds ?? SERVE_DEFAULTS.maxSeconds;
   if (!(maxSeconds > 0)) throw new UserError(`maxSeconds must be > 0, got ${maxSeconds}`);
-  const timeoutMs = opts.timeoutMs ?? SERVE_DEFAULTS.timeoutMs;
-  if (!(timeoutMs > 0)) throw new UserError(`timeoutMs must be > 0, got ${timeoutMs}`);
+  const timeoutMs = positiveMs('timeoutMs', opts.timeoutMs ?? SERVE_DEFAULTS.timeoutMs);
   const queueSize = positiveInt('queue', opts.queue ?? SERVE_DEFAULTS.queue, 0);
+  const bodyTimeoutMs = positiveMs('bodyTimeoutMs', opts.bodyTimeoutMs ?? SERVE_DEFAULTS.bodyTimeoutMs);
+  const maxUploads = positiveInt('maxUploads', opts.maxUploads ?? SERVE_DEFAULTS.maxUploads);
+  const maxUploadsPerClient = positiveInt('maxUploadsPerClient', opts.maxUploadsPerClient ?? SERVE_DEFAULTS.maxUploadsPerClient);
+  const drainTimeoutMs = positiveMs('drainTimeoutMs', opts.drainTimeoutMs ?? SERVE_DEFAULTS.drainTimeoutMs);
   const token = opts.token || undefined;
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const ownsModel = typeof opts.model === 'string';
@@ -155,15 +180,27 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
   const removeTmp = () => fs.rmSync(tmpDir, { recursive: true, force: true });
   process.on('exit', removeTmp); // also when the process exits without close() (a second SIGTERM)
   let nextFile = 0;
-  const info = new WeakMap<IncomingMessage, RequestInfo>();
+  /** when each request arrived (for elapsed_ms and the log line) */
+  const arrived = new WeakMap<IncomingMessage, number>();
+  /** uploads in progress (their client's address), to cap them and to cut them on close */
+  const uploads = new Map<FastifyReply, string>();
+  const uploadsByClient = new Map<string, number>();
+  /** requests past their upload, until answered: close() aborts them once the drain timeout is over */
+  const inFlight = new Set<AbortController>();
 
+  // Node's http server cuts a request that is not in after requestTimeout, checking every `check` ms: cut at
+  // most bodyTimeoutMs after its first byte, at least bodyTimeoutMs - check.
+  const check = Math.max(1, Math.floor(Math.min(1000, bodyTimeoutMs / 4)));
+  const receiveMs = Math.max(1, Math.round(bodyTimeoutMs - check));
   const app = Fastify({
     logger: false,
     bodyLimit: maxBytes,
+    requestTimeout: receiveMs,
+    http: { requestTimeout: receiveMs, headersTimeout: receiveMs, connectionsCheckingInterval: check },
     // we answer 503 ourselves while draining, in our own error format
     return503OnClosing: false,
     forceCloseConnections: 'idle',
-    // malformed HTTP (never reaches a route): answered in our error format too
+    // malformed HTTP and uploads past --body-timeout (never reach a route): answered in our error format too
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) {
         socket.destroy();
@@ -173,11 +210,12 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
         err.code === 'HPE_HEADER_OVERFLOW'
           ? [431, 'Request Header Fields Too Large', 'headers_too_large', 'the request headers are too large']
           : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? [408, 'Request Timeout', 'request_timeout', 'the request was not received in time']
+            ? [408, 'Request Timeout', 'request_timeout', `the request (headers and body) did not arrive within ${bodyTimeoutMs / 1000} s (--body-timeout)`]
             : [400, 'Bad Request', 'bad_request', 'malformed HTTP request'];
       const body = JSON.stringify(errorBody(code, message));
       log(`- - ${status} (${err.code ?? 'client error'})`);
-      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      // destroyed once written: a stalled client would otherwise keep the half-closed socket open
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
     },
   });
 
@@ -187,7 +225,6 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
   /** Any error as a status, code and one-line message. */
   function toHttp(err: unknown): HttpError {
     if (err instanceof HttpError) return err;
-    if (err instanceof AbortedError) return timedOut();
     const e = err as { code?: string; statusCode?: number };
     switch (e.code) {
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -218,19 +255,52 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
     void reply.code(404).send(errorBody('not_found', `no route ${req.method} ${urlPath(req.url)} (routes: POST /v1/emotion, GET /v1/model, GET /healthz)`));
   });
 
+  /** Counts an upload until its body is in or its request ends; refuses it past --max-uploads(-per-client). */
+  function admitUpload(req: FastifyRequest, reply: FastifyReply): void {
+    const client = req.socket.remoteAddress ?? '';
+    const fromClient = uploadsByClient.get(client) ?? 0;
+    // the unread body is not drained: the connection closes after the answer
+    const refuse = { 'Retry-After': '1', Connection: 'close' };
+    if (uploads.size >= maxUploads)
+      throw new HttpError(503, 'too_many_uploads', `the server is receiving ${uploads.size} uploads, its limit (--max-uploads ${maxUploads}); retry later`, refuse);
+    if (fromClient >= maxUploadsPerClient)
+      throw new HttpError(429, 'too_many_uploads', `${fromClient} uploads from this address are in progress, its limit (--max-uploads-per-client ${maxUploadsPerClient}); retry later`, refuse);
+    uploads.set(reply, client);
+    uploadsByClient.set(client, fromClient + 1);
+    const done = () => {
+      if (!uploads.delete(reply)) return;
+      const n = uploadsByClient.get(client)! - 1;
+      if (n) uploadsByClient.set(client, n);
+      else uploadsByClient.delete(client);
+    };
+    req.raw.once('end', done);
+    reply.raw.once('close', done);
+  }
+
+  /** On close: an upload in progress is answered 503 and its connection closed, whatever is still to come. */
+  function cutUpload(reply: FastifyReply): void {
+    const socket = reply.raw.socket;
+    if (reply.sent || !socket) {
+      socket?.destroy();
+      return;
+    }
+    reply.raw.once('finish', () => socket.destroy());
+    const h = shuttingDown();
+    void reply.code(h.status).headers({ ...h.headers, Connection: 'close' }).send(errorBody(h.code, h.message));
+  }
+
   app.addHook('onRequest', async (req, reply) => {
-    const ri: RequestInfo = { t0: performance.now() };
-    info.set(req.raw, ri);
+    const t0 = performance.now();
+    arrived.set(req.raw, t0);
     reply.raw.once('close', () => {
-      if (ri.slot && !ri.slot.owned) ri.slot.release();
       const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : `${reply.raw.headersSent ? reply.raw.statusCode : '-'} (client closed)`;
-      log(`${req.method} ${urlPath(req.url)} ${status} ${Math.round(performance.now() - ri.t0)}ms`);
+      log(`${req.method} ${urlPath(req.url)} ${status} ${Math.round(performance.now() - t0)}ms`);
     });
     const route = req.routeOptions.url;
     if (route === '/healthz') return;
     if (state === 'closing' || state === 'closed') {
       reply.header('Connection', 'close');
-      throw new HttpError(503, 'shutting_down', 'the server is shutting down', { 'Retry-After': '5' });
+      throw shuttingDown();
     }
     if (token) {
       const h = req.headers.authorization;
@@ -241,12 +311,7 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
     if (route === '/v1/emotion' && req.method === 'POST') {
       if (state === 'loading') throw new HttpError(503, 'loading', 'the model is still loading', { 'Retry-After': '2' });
       if (state !== 'ready') throw new HttpError(503, 'unavailable', 'the model failed to load');
-      const slot = queue.reserve();
-      if (!slot)
-        throw new HttpError(503, 'queue_full', `the server is busy: 1 request running and ${queueSize} waiting (--queue ${queueSize}); retry later`, {
-          'Retry-After': String(queue.retryAfterSeconds()),
-        });
-      ri.slot = slot;
+      admitUpload(req, reply);
     }
   });
   app.addHook('onSend', async (_req, reply) => {
@@ -259,8 +324,9 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
   await app.register(multipart, { limits: { fileSize: maxBytes, files: 1, fields: 16, parts: 17, fieldSize: 64 * 1024, headerPairs: 100 } });
 
   app.get('/healthz', async (_req, reply) => {
-    if (state === 'ready') return { status: 'ok' };
-    return reply.code(503).header('Retry-After', '2').send({ status: state === 'loading' ? 'loading' : state === 'failed' ? 'failed' : 'shutting_down' });
+    const load = { running: queue.busy ? 1 : 0, waiting: queue.queued, uploading: uploads.size };
+    if (state === 'ready') return { status: 'ok', ...load };
+    return reply.code(503).header('Retry-After', '2').send({ status: state === 'loading' ? 'loading' : state === 'failed' ? 'failed' : 'shutting_down', ...load });
   });
 
   app.get('/v1/model', async () => {
@@ -285,15 +351,15 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
       prompt: { useTranscript: s.prompt.useTranscript },
       audio: { ...s.audio, sampleRate: SR },
       segment: { modes: SEGMENT_MODES, default: SEGMENT_DEFAULTS.segment, windowSeconds: s.audio.trainCropSeconds, hopSeconds: s.audio.trainCropSeconds / 2, wholeMaxSeconds: SEGMENT_DEFAULTS.wholeMaxSeconds },
-      limits: { maxBytes, maxSeconds, timeoutMs, queue: queueSize, ...PARAM_LIMITS },
+      limits: { maxBytes, maxSeconds, timeoutMs, queue: queueSize, bodyTimeoutMs, maxUploads, maxUploadsPerClient, drainTimeoutMs, ...PARAM_LIMITS },
     };
   });
 
-  /** The audio bytes and raw options of a request, from a multipart form or a raw body + query. */
-  async function readInput(req: FastifyRequest): Promise<{ bytes?: Buffer; params: Record<string, unknown> }> {
-    if (req.isMultipart()) {
-      let bytes: Buffer | undefined;
-      const params: Record<string, unknown> = {};
+  /** The form's file "audio" and its fields; any malformed form (a missing or wrong boundary, cut off) is a 400. */
+  async function readForm(req: FastifyRequest): Promise<{ bytes?: Buffer; params: Record<string, unknown> }> {
+    let bytes: Buffer | undefined;
+    const params: Record<string, unknown> = {};
+    try {
       for await (const part of req.parts()) {
         if (part.type === 'file') {
           if (part.fieldname !== 'audio') throw new HttpError(400, 'bad_multipart', `unexpected file field ${JSON.stringify(part.fieldname)}: send the audio as the file field "audio"`);
@@ -306,9 +372,18 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
           params[part.fieldname] = part.fieldname in params ? [params[part.fieldname], v] : v;
         }
       }
-      if (!bytes) throw new HttpError(400, 'empty_body', 'the form has no file field "audio"');
-      return { bytes, params };
+    } catch (e) {
+      const h = toHttp(e);
+      // what is left is the form parser's own complaint (busboy: "Boundary not found", "Unexpected end of form")
+      throw h.status === 500 ? new HttpError(400, 'bad_multipart', `bad multipart form: ${oneLine(e)}`) : h;
     }
+    if (!bytes) throw new HttpError(400, 'empty_body', 'the form has no file field "audio"');
+    return { bytes, params };
+  }
+
+  /** The audio bytes and raw options of a request, from a multipart form or a raw body + query. */
+  async function readInput(req: FastifyRequest): Promise<{ bytes?: Buffer; params: Record<string, unknown> }> {
+    if (req.isMultipart()) return readForm(req);
     const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (ct && !RAW_TYPES.test(ct))
       throw new HttpError(415, 'unsupported_content_type', `Content-Type ${ct} is not accepted: send the audio bytes as audio/* or application/octet-stream, or a multipart/form-data form with the file field "audio"`);
@@ -326,19 +401,21 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
   }
 
   app.post('/v1/emotion', async (req: FastifyRequest, reply: FastifyReply) => {
-    const ri = info.get(req.raw)!;
+    const t0 = arrived.get(req.raw)!;
     const m = model!;
-    const slot = ri.slot!;
     const { bytes, params } = await readInput(req);
+    // The body is in: from here the request counts against --timeout and may take a place in the queue.
+    if (state !== 'ready') throw shuttingDown();
     const o: PredictOptions = parseParams(params, m);
     if (!bytes || bytes.length === 0) throw new HttpError(400, 'empty_body', 'the request has no audio: send the audio bytes as the body, or as the file field "audio" of a multipart form');
     const format = sniffFormat(bytes.subarray(0, 4096));
     if (!format) throw new HttpError(415, 'not_audio', `the body is not audio in a supported format (${SUPPORTED})`);
 
-    // Counted from here: the body is in. A timed-out request answers 504 at once; its job stops at the next segment.
+    // A timed-out request (or one cut by the drain) is answered at once; its job stops at the next segment.
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), timeoutMs);
-    reply.raw.once('close', () => ac.abort()); // finished, or the client left: nothing to do any more
+    const timer = setTimeout(() => ac.abort(timedOut()), timeoutMs);
+    reply.raw.once('close', () => ac.abort(clientGone())); // finished, or the client left: nothing to do any more
+    inFlight.add(ac);
     const file = path.join(tmpDir, `req-${++nextFile}.${format}`);
     const work = (async (): Promise<ClipPrediction> => {
       await fs.promises.writeFile(file, bytes);
@@ -351,8 +428,13 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
           throw e instanceof UserError ? audioError(e, file) : e;
         }
       }
-      return queue.run(slot, ac.signal, async () => {
-        if (ac.signal.aborted) throw new AbortedError();
+      if (state !== 'ready') throw shuttingDown();
+      if (queue.full)
+        throw new HttpError(503, 'queue_full', `the server is busy: 1 request running and ${queueSize} waiting (--queue ${queueSize}); retry later`, {
+          'Retry-After': String(queue.retryAfterSeconds()),
+        });
+      return queue.run(ac.signal, async () => {
+        ac.signal.throwIfAborted();
         let samples: Float32Array;
         try {
           samples = await loadAudio16k(file, { maxSeconds, maxBytes, timeoutMs: Math.min(DECODE_DEFAULTS.timeoutMs, timeoutMs) });
@@ -362,20 +444,22 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
         try {
           return await predictSamples(m, samples, { ...o, signal: ac.signal });
         } catch (e) {
-          if (ac.signal.aborted) throw new AbortedError();
+          ac.signal.throwIfAborted();
+          if (e instanceof ClipTooShortError) throw new HttpError(422, e.code, `the audio is too short: ${(e.seconds * 1000).toFixed(1)} ms, the minimum is ${MIN_CLIP_SECONDS * 1000} ms`);
           throw e instanceof UserError ? new HttpError(400, 'bad_parameter', oneLine(e)) : e;
         }
       });
     })();
     void work.catch(() => undefined).finally(() => fs.promises.rm(file, { force: true }).catch(() => undefined));
-    const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(timedOut()), { once: true }));
+    const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));
     let r: ClipPrediction;
     try {
       r = await Promise.race([work, aborted]);
     } finally {
       clearTimeout(timer);
+      inFlight.delete(ac);
     }
-    return { label: r.label, probabilities: r.probabilities, seconds: r.seconds, segments: r.segments, model: name, elapsed_ms: Math.round(performance.now() - ri.t0) };
+    return { label: r.label, probabilities: r.probabilities, seconds: r.seconds, segments: r.segments, model: name, elapsed_ms: Math.round(performance.now() - t0) };
   });
 
   try {
@@ -400,8 +484,19 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
     (closing ??= (async () => {
       if (state !== 'failed') state = 'closing';
       await ready.catch(() => undefined);
-      await app.close(); // stops accepting; resolves when the in-flight requests (running and queued) have answered
-      await queue.drained(); // jobs whose request already timed out
+      const stopped = app.close(); // stops accepting; resolves once every connection has ended
+      for (const reply of [...uploads.keys()]) cutUpload(reply);
+      queue.rejectWaiting(shuttingDown());
+      const drainOver = setTimeout(() => {
+        for (const ac of inFlight) ac.abort(shuttingDown());
+        setImmediate(() => app.server.closeAllConnections()); // once those 503s are written
+      }, drainTimeoutMs);
+      try {
+        await stopped;
+      } finally {
+        clearTimeout(drainOver);
+      }
+      await queue.drained(); // a job cut by the drain (or whose request timed out) stops at its next segment
       if (ownsModel && model) await model.release();
       model = undefined;
       removeTmp();
@@ -420,7 +515,7 @@ export async function startServer(opts: ServeOptions): Promise<ServerHandle> {
     port: addr.port,
     ready: readyOrClose,
     close,
-    stats: () => ({ state, running: queue.busy, waiting: queue.queued, inSystem: queue.inSystem }),
+    stats: () => ({ state, running: queue.busy, waiting: queue.queued, uploading: uploads.size }),
   };
   if (opts.waitReady === false) readyOrClose.catch(() => undefined);
   else await readyOrClose;

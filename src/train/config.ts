@@ -53,8 +53,8 @@ export const TrainConfigFields = z.strictObject({
   validFraction: z.number().min(0).lt(1).default(0.15).meta({ description: 'fraction of the training speakers held out for validation when there is no --valid-data (0 = none)' }),
   labelMap: z.string().optional().meta({ description: 'rename/merge/drop labels, e.g. "exc=hap,sur=-"', arg: 'map' }),
   labels: names().optional().meta({ description: 'label set (default: the labels of the training data, sorted)' }),
-  encoder: z.string().min(1).default('fbank').meta({ description: 'speech encoder: the built-in fbank, or a Hugging Face wav2vec2/HuBERT/WavLM folder or Hub id org/name[@rev]', arg: 'fbank|dir|id' }),
-  fbankStack: posInt().default(4).meta({ description: 'fbank only: frames concatenated per mapper frame (100 fps / stack)' }),
+  encoder: z.string().min(1).default('fbank').meta({ description: "speech encoder: built-in frame features joined with '+' (fbank, mfcc, prosody: e.g. fbank+prosody), or a Hugging Face wav2vec2/HuBERT/WavLM folder or Hub id org/name[@rev]", arg: 'name|dir|id' }),
+  fbankStack: posInt().default(4).meta({ description: 'built-in encoders only: frames concatenated per mapper frame (100 fps / stack)' }),
   // absolute level and spectral tilt carry arousal: keep them (no per-utterance CMVN) and normalise each
   // channel with training-set statistics instead (measured on emodb-dev, one held-out speaker: validation UA
   // 55% against 41% with CMVN)

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../../test/fixtures-gen/paths.ts';
-import { FbankGraphEncoder } from '../models/frame-encoders.ts';
+import { BuiltinFrameEncoder } from '../models/frame-encoders.ts';
 import { UserError } from '../util/errors.ts';
 import { defaultTrainConfig, readTrainConfig } from './config.ts';
 
@@ -49,8 +49,8 @@ describe('train_config.json on --resume', () => {
 
 describe('the fbank encoder default', () => {
   it('a spec without options is the training default: no CMVN', () => {
-    const plain = new FbankGraphEncoder({ stack: 4 });
-    expect(plain.id).toBe(new FbankGraphEncoder({ stack: 4, options: { cmvn: false } }).id);
-    expect(plain.id).not.toBe(new FbankGraphEncoder({ stack: 4, options: { cmvn: true } }).id);
+    const plain = new BuiltinFrameEncoder({ stack: 4 });
+    expect(plain.id).toBe(new BuiltinFrameEncoder({ stack: 4, options: { cmvn: false } }).id);
+    expect(plain.id).not.toBe(new BuiltinFrameEncoder({ stack: 4, options: { cmvn: true } }).id);
   });
 });

@@ -32,7 +32,7 @@ import { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
 import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
-import type { EncoderSpec } from '../models/frame-encoders.ts';
+import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
 import { type Example, buildBatch } from '../models/processor.ts';
 import { DEFAULT_PROMPT } from '../models/prompt.ts';
 import { writeTinyLlama } from '../models/tiny.ts';
@@ -123,7 +123,9 @@ async function loadSplits(
 
 /** `encoderDir`: the local folder of a Hugging Face encoder (c.encoder may be a Hub id). */
 function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
-  if (c.encoder === 'fbank') return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn } };
+  const features = parseBuiltinEncoder(c.encoder);
+  // plain fbank keeps the spec it always had (no features key)
+  if (features) return { kind: 'fbank', stack: c.fbankStack, options: { cmvn: c.fbankCmvn }, ...(c.encoder === 'fbank' ? {} : { features }) };
   const hub = pinnedHubId(c.encoder, encoderDir);
   return { kind: 'hf', path: path.resolve(encoderDir), ...(hub ? { hub } : {}) };
 }
@@ -213,7 +215,7 @@ export async function train(
     }
 
     const cropFrames = Math.round(c.cropSeconds * model.frameRate);
-    const channelGroup = c.encoder === 'fbank' ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
+    const channelGroup = parseBuiltinEncoder(c.encoder) ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
     const labelIdx = trainClips.map((x) => labels.indexOf(x.item.label));
     const lengths = trainClips.map((x) => Math.min(x.frames, cropFrames));
     const stepsPerEpoch = epochPlan(c, 0, labelIdx, lengths).length;
@@ -354,7 +356,7 @@ export async function train(
         title: 'EmoSLLM training run',
         info: {
           data: c.data,
-          encoder: c.encoder === 'fbank' ? `fbank (80 bins, stack ${c.fbankStack})` : c.encoder,
+          encoder: parseBuiltinEncoder(c.encoder) ? `built-in ${c.encoder} (${model.encoder.hiddenSize / c.fbankStack} channels, stack ${c.fbankStack})` : c.encoder,
           llm: c.llm === 'tiny' ? 'built-in tiny Llama (random init)' : c.llm,
           'llm training': c.llmTrain,
           steps: `${state.step} (best ${bestStep})`,

@@ -28,15 +28,52 @@ export function writeFileAtomic(file: string, data: string | Uint8Array | readon
   fs.renameSync(tmp, file);
 }
 
+/** The one-line reason an open/stat failed (ENOENT, ELOOP, EACCES...), for a UserError naming the path. */
+export function fsErrorText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'file not found';
+  if (code === 'ELOOP') return 'symlink loop (too many levels of symbolic links)';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory, not a file';
+  if (code === 'ENOTDIR') return 'a path component is not a folder';
+  return `cannot open: ${code ?? (e as Error).message.split('\n')[0]}`;
+}
+
+/**
+ * Opens a file for reading, refusing anything but a regular file (a FIFO, a device, a socket). The open itself
+ * is non-blocking: a plain open of a FIFO waits for a writer forever, so checking only afterwards would hang.
+ */
+export function openRegularFile(file: string): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw new UserError(fsErrorText(e), file);
+  }
+  if (!fs.fstatSync(fd).isFile()) {
+    fs.closeSync(fd);
+    throw new UserError('not a regular file', file);
+  }
+  return fd;
+}
+
+/** The contents of a regular file (see openRegularFile); every failure is a one-line UserError naming it. */
+export function readRegularFile(file: string): Buffer;
+export function readRegularFile(file: string, encoding: 'utf8'): string;
+export function readRegularFile(file: string, encoding?: 'utf8'): Buffer | string {
+  const fd = openRegularFile(file);
+  try {
+    return encoding ? fs.readFileSync(fd, encoding) : fs.readFileSync(fd);
+  } catch (e) {
+    throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message.split('\n')[0]}`, file);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** A JSON object read from a file; a missing, unreadable or malformed file is a one-line UserError naming it. */
 export function readJsonObject(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(code === 'ENOENT' ? 'file not found' : `cannot read: ${code}`, file);
-  }
+  const text = readRegularFile(file, 'utf8');
   let j: unknown;
   try {
     j = JSON.parse(text);

@@ -8,10 +8,11 @@ import { defaultTrainConfig } from '../../src/train/config.ts';
 import { train } from '../../src/train/trainer.ts';
 import { emodbSubset } from './subset.ts';
 
-export async function trainSmallModel(dir: string, opts: { steps?: number; cacheDir?: string } = {}): Promise<string> {
+export async function trainSmallModel(dir: string, opts: { steps?: number; cacheDir?: string; encoder?: string; name?: string } = {}): Promise<string> {
   const data = emodbSubset(path.join(dir, 'data'), ['03', '08', '09'], 14);
-  const out = path.join(dir, 'model');
-  await train(defaultTrainConfig({ data, maxSteps: opts.steps ?? 4, batchSize: 8, validFraction: 0, cacheDir: opts.cacheDir ?? path.join(dir, 'cache') }), out, {
+  const out = path.join(dir, opts.name ?? 'model');
+  const encoder = opts.encoder ? { encoder: opts.encoder } : {};
+  await train(defaultTrainConfig({ data, maxSteps: opts.steps ?? 4, batchSize: 8, validFraction: 0, cacheDir: opts.cacheDir ?? path.join(dir, 'cache'), ...encoder }), out, {
     hooks: { log: () => {} },
   });
   return out;

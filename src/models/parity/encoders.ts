@@ -5,7 +5,7 @@
  * compared gets a "not covered" row.
  */
 import path from 'node:path';
-import { normalizeWaveform } from '../../audio/normalize.ts';
+import { normalizeWaveformGraph } from '../../audio/normalize.ts';
 import { Graph, type Value } from '../../graph/ir.ts';
 import { type CompiledGraph, type Tensor, compile } from '../../graph/runtime.ts';
 import { SafetensorsFile } from '../../io/safetensors.ts';
@@ -51,16 +51,22 @@ export async function checkEncoderFolder(dir: string, name: string): Promise<Par
       ? Array.from(exp.readI64('input_lengths'), Number)
       : Array.from({ length: B }, (_, b) => Array.from(mask.subarray(b * S, (b + 1) * S)).filter((v) => v !== 0n).length);
 
-    // input_values re-derived from the raw audio with our HF-style normaliser
-    for (let b = 0; b < B; b++) {
-      const rawName = `raw_audio.${b}`;
-      if (!has(rawName)) continue;
-      const raw = f32(rawName);
-      const padded = new Float32Array(S);
-      padded.set(raw.subarray(0, Math.min(raw.length, S)));
-      const ours = normalizeWaveform(padded, { doNormalize: enc.preprocessor.doNormalize, validLength: raw.length, paddingValue: enc.preprocessor.paddingValue });
-      push('input_values', compareArrays(name, `input_values[${b}] (from ${rawName})`, ours, inputValues.subarray(b * S, (b + 1) * S), { atol: 1e-5, rtol: 0 }));
-    }
+    // input_values re-derived from the raw audio with our normalisation graph, padded with padding_value
+    const raws = Array.from({ length: B }, (_, b) => `raw_audio.${b}`).filter(has);
+    const ng = new Graph();
+    const normalized = { input_values: normalizeWaveformGraph(ng.input('audio', 'float32', [1, 'samples'])) };
+    const normalize = async (raw: Float32Array, sess?: CompiledGraph) =>
+      sess ? ((await sess.run({ audio: { dtype: 'float32', shape: [1, raw.length], data: raw } })).input_values.data as Float32Array) : raw;
+    const compareInputs = async (sess?: CompiledGraph) => {
+      for (const rawName of raws) {
+        const b = Number(rawName.slice('raw_audio.'.length));
+        const ours = new Float32Array(S).fill(enc.preprocessor.paddingValue);
+        ours.set(await normalize(f32(rawName).subarray(0, S), sess));
+        push('input_values', compareArrays(name, `input_values[${b}] (from ${rawName})`, ours, inputValues.subarray(b * S, (b + 1) * S), { atol: 1e-5, rtol: 0 }));
+      }
+    };
+    if (raws.length > 0 && enc.preprocessor.doNormalize) await withSession(normalized, `${name}/normalize`, compareInputs);
+    else await compareInputs();
 
     // main run: batch with attention mask; symbolic batch and samples (the single-item run reuses the session)
     const g = new Graph();
