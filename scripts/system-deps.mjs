@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Makes sure the Debian packages the tests and the demo need are present (sox, ffmpeg, espeak-ng, chromium, redis-server).
+// Makes sure the Debian packages the tests and the demo need are present (sox, ffmpeg, espeak-ng, chromium, redis-server, openssl).
 // Installs the missing ones with apt-get when running as root; otherwise says what to install and exits 1.
 // Usage: node scripts/system-deps.mjs [--optional] pkg[:command] ...
 import { spawnSync } from 'node:child_process';

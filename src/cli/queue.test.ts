@@ -142,15 +142,19 @@ describe('emosllm queue + worker on a real Redis', () => {
     expect(JSON.parse(cli('queue', 'status', '--queue', redis.url, '--json').stdout)).toMatchObject({ waiting: 0, failed: 0, completed: 300 });
   }, 600_000);
 
-  it('a password in the URL works and is never printed; a wrong one is one line without it', async () => {
+  it('rediss:// (TLS) with a password in the URL works and never prints it; a wrong password or an untrusted certificate is one line without it', async () => {
     const secret = 'hunter2-queue-secret';
-    const locked = await startRedis(path.join(tmp, 'redis-auth'), { password: secret });
+    const locked = await startRedis(path.join(tmp, 'redis-tls'), { password: secret, tls: true });
+    const tlsEnv = { ...env, NODE_EXTRA_CA_CERTS: locked.caFile };
+    const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: tlsEnv });
     try {
-      const add = cli('queue', 'add', '--queue', locked.url, '--model', model, path.join(emodbDev().wavDir, '03a01Fa.wav'));
+      expect(locked.url.startsWith('rediss://')).toBe(true);
+      const add = run('queue', 'add', '--queue', locked.url, '--model', model, path.join(emodbDev().wavDir, '03a01Fa.wav'));
       expect(add.status, add.stderr).toBe(0);
       expect(add.stdout.trim()).toBe('1 jobs added');
-      const out = path.join(tmp, 'auth-results');
-      const w = spawn(process.execPath, [CLI, 'worker', '--queue', locked.url, '--model', model, '--out', out], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out = path.join(tmp, 'tls-results');
+      const w = spawn(process.execPath, [CLI, 'worker', '--queue', locked.url, '--model', model, '--out', out], { env: tlsEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+      workers.push(w);
       let text = '';
       w.stdout!.on('data', (d) => (text += d));
       w.stderr!.on('data', (d) => (text += d));
@@ -161,14 +165,18 @@ describe('emosllm queue + worker on a real Redis', () => {
       }
       w.kill('SIGTERM');
       expect(await exited).toBe(0);
-      expect(text).toMatch(/queue redis:\/\/:\*\*\*@127\.0\.0\.1/);
-      const status = cli('queue', 'status', '--queue', locked.url);
+      expect(text).toMatch(/queue rediss:\/\/:\*\*\*@127\.0\.0\.1/);
+      const status = run('queue', 'status', '--queue', locked.url);
       expect(status.stdout).toMatch(/done 1/);
-      const wrong = cli('queue', 'status', '--queue', locked.url.replace(secret, 'wrong-secret'), '--json');
+      const wrong = run('queue', 'status', '--queue', locked.url.replace(secret, 'wrong-secret'), '--json');
       expect(wrong.status).toBe(1);
       expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
-      expect(wrong.stderr).toMatch(/emosllm: error: redis:\/\/:\*\*\*@127\.0\.0\.1:\d+.*cannot reach Redis/);
-      for (const o of [add.stdout + add.stderr, text, status.stdout + status.stderr, wrong.stderr]) {
+      expect(wrong.stderr).toMatch(/emosllm: error: rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+.*cannot reach Redis/);
+      const untrusted = cli('queue', 'status', '--queue', locked.url, '--json'); // without the certificate
+      expect(untrusted.status).toBe(1);
+      expect(untrusted.stderr.trim().split('\n')).toHaveLength(1);
+      expect(untrusted.stderr).toMatch(/cannot reach Redis: self-signed certificate/);
+      for (const o of [add.stdout + add.stderr, text, status.stdout + status.stderr, wrong.stderr, untrusted.stderr]) {
         expect(o).not.toContain(secret);
         expect(o).not.toContain('wrong-secret');
       }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import onnxProto from 'onnx-proto';
 import { type AttrValue, type DType, FLOAT_ATTRS, type Node, type Value, dtypeSize, topoSort } from './ir.ts';
-import { onnxDtypeCode } from './ops.ts';
+import { OPS, onnxDtypeCode } from './ops.ts';
 
 const { onnx } = onnxProto;
 export const OPSET = 17;
@@ -69,6 +69,7 @@ export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}
   const files = new Map<string, ExternalFile>();
   const inputs = new Set<Value>();
   const fileIds = new Map<string, string>();
+  const domains = new Set<string>();
 
   const valueName = (v: Value): string => {
     const known = names.get(v);
@@ -163,7 +164,9 @@ export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}
       onnxNodes.push(...lowered);
       continue;
     }
-    onnxNodes.push(onnx.NodeProto.create({ name: node.name, opType: node.op, input: ins, output: outs, attribute: attributes(node) }));
+    const domain = OPS[node.op]?.domain;
+    if (domain) domains.add(domain);
+    onnxNodes.push(onnx.NodeProto.create({ name: node.name, opType: node.op, domain, input: ins, output: outs, attribute: attributes(node) }));
   }
 
   const outInfos: InstanceType<typeof onnx.ValueInfoProto>[] = [];
@@ -185,7 +188,7 @@ export function emitModel(outputs: Record<string, Value>, opts: EmitOptions = {}
   const proto = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'emosllm',
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...[...domains].map((domain) => ({ domain, version: 1 }))],
     graph,
   });
   return { proto, files: [...files.values()], inputs: inputList, outputNames };

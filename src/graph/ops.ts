@@ -21,6 +21,8 @@ export interface OpDef {
   grad?: GradRule;
   /** Why the op has no gradient rule (forward-only). */
   noGrad?: string;
+  /** operator set domain for contrib ops (e.g. 'com.microsoft'); default: the ONNX domain */
+  domain?: string;
 }
 
 export const OPS: Record<string, OpDef> = {};
@@ -359,7 +361,10 @@ def('Gemm', {
   // in place by the backward product as well.
   grad: (n, [g], needs) => {
     if (!g) return [];
-    const [a, b, c] = n.inputs;
+    const [a0, b0, c] = n.inputs;
+    // a quantised weight is dequantised again for the backward product (see dequantizedForBackward)
+    const a = needs[1] ? dequantizedForBackward(a0) : a0;
+    const b = needs[0] ? dequantizedForBackward(b0) : b0;
     const tA = n.attrs.transA === 1;
     const tB = n.attrs.transB === 1;
     const alpha = (n.attrs.alpha as number | undefined) ?? 1;
@@ -371,6 +376,30 @@ def('Gemm', {
     return [ga, gb, gc];
   },
 });
+def('DequantizeLinear', {
+  infer: ([x, scale]) => {
+    if (scale.dtype !== 'float32') throw new Error(`DequantizeLinear: scale must be float32, got ${scale.dtype}`);
+    return [{ dtype: 'float32', shape: x.shape }];
+  },
+  noGrad: 'its input is an integer tensor (a frozen quantised weight)',
+});
+/** (q - zero) * scale, per tensor (scalar scale) or per slice along `axis` (ONNX DequantizeLinear). */
+export const dequantizeLinear = (q: Value, scale: Value, axis = 0) => apply1('DequantizeLinear', [q, scale], { axis });
+
+/**
+ * The operand a backward product reads for a forward operand: a weight dequantised from a constant gets a second
+ * DequantizeLinear of its own (with its own copy of the scales, so ONNX Runtime's common-subexpression pass
+ * keeps it separate). Reusing the forward's float32 result would keep every layer's float32 copy alive from the
+ * forward to the backward, which is exactly the memory quantisation saves.
+ */
+function dequantizedForBackward(v: Value): Value {
+  const n = v.node;
+  if (n?.op !== 'DequantizeLinear' || n.inputs[0].kind !== 'const' || !n.inputs[1].data) return v;
+  const [q, scale] = n.inputs;
+  const scales = v.graph.constant(Float32Array.from(scale.data as Float32Array), scale.shape as number[], 'float32', `${scale.name}.backward`);
+  return dequantizeLinear(q, scales, n.attrs.axis as number);
+}
+
 /**
  * ONNX Gemm on 2-D operands: alpha * A' B' + beta * C. With a frozen weight as B and transB, ONNX Runtime
  * prepacks the weight straight from its [out, in] layout: no transposed copy is ever made.

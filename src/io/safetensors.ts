@@ -76,7 +76,6 @@ export const MAX_HEADER_BYTES = 100_000_000;
 const INDEX_FILE = 'model.safetensors.index.json';
 const MAX_INDEX_BYTES = 100_000_000;
 const READ_CHUNK = 1 << 30;
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------------------------------------------------------
 // small helpers
@@ -157,17 +156,6 @@ function validShapeError(shape: unknown): string | null {
     }
   }
   return null;
-}
-
-function swapBytesInPlace(bytes: Uint8Array, itemsize: number): void {
-  if (itemsize === 1) return;
-  for (let i = 0; i + itemsize <= bytes.length; i += itemsize) {
-    for (let a = i, b = i + itemsize - 1; a < b; a++, b--) {
-      const t = bytes[a]!;
-      bytes[a] = bytes[b]!;
-      bytes[b] = t;
-    }
-  }
 }
 
 /** View a fresh, zero-offset ArrayBuffer holding little-endian data as the typed array of `dtype`. */
@@ -546,7 +534,6 @@ export class SafetensorsFile {
     const t = this.info(name);
     const bytes = this.readBytes(name);
     const size = DTYPE_SIZES[t.dtype];
-    if (!LITTLE_ENDIAN) swapBytesInPlace(bytes, size);
     return viewAs(t.dtype, bytes.buffer as ArrayBuffer, t.byteLength / size);
   }
 
@@ -757,6 +744,49 @@ const ACCEPTED: Record<SafeDType, readonly (new (...a: never[]) => SafeTypedArra
   BOOL: [Uint8Array],
 };
 
+/** Checks a tensor's name (unique, not reserved), dtype and shape; returns its byte length. */
+function checkEntry(t: { name: unknown; dtype: unknown; shape: unknown }, seen: Set<string>, where: string): bigint {
+  if (typeof t.name !== 'string') fail(`tensor name must be a string, got ${describe(t.name)}`, where);
+  const w = whereTensor(where, t.name);
+  if (t.name === '__metadata__') fail('"__metadata__" is reserved and cannot be a tensor name', where);
+  if (seen.has(t.name)) fail('duplicate tensor name', w);
+  seen.add(t.name);
+  if (!isSafeDType(t.dtype)) fail(`unknown dtype ${preview(t.dtype)} (supported: ${SAFE_DTYPES.join(', ')})`, w);
+  const shapeErr = validShapeError(t.shape);
+  if (shapeErr) fail(shapeErr, w);
+  return numelBig(t.shape as number[]) * BigInt(DTYPE_SIZES[t.dtype]);
+}
+
+const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * The file's first two chunks (8-byte length, space-padded JSON header) for tensors laid out contiguously in
+ * the given order; metadata is checked to be string -> string.
+ */
+function headerChunks(list: ReadonlyArray<{ name: string; dtype: SafeDType; shape: readonly number[]; byteLength: number }>, metadata: Record<string, string> | undefined, where: string): Uint8Array[] {
+  const parts: string[] = [];
+  if (metadata !== undefined) {
+    if (!isPlainObject(metadata)) fail(`metadata must be an object of string -> string, got ${describe(metadata)}`, where);
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') fail(`metadata value of ${showName(k)} must be a string, got ${describe(v)}`, where);
+    }
+    if (Object.keys(metadata).length > 0) parts.push(`"__metadata__":${JSON.stringify({ ...metadata })}`);
+  }
+  // Build the JSON by hand so that a tensor named e.g. "__proto__" is kept as an ordinary key.
+  let offset = 0;
+  for (const t of list) {
+    parts.push(`${JSON.stringify(t.name)}:${JSON.stringify({ dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + t.byteLength] })}`);
+    offset += t.byteLength;
+  }
+  let json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  const pad = (8 - (json.length % 8)) % 8;
+  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  if (json.length > MAX_HEADER_BYTES) fail(`header would be ${json.length} bytes, over the ${MAX_HEADER_BYTES}-byte limit`, where);
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
+  return [len, new Uint8Array(json.buffer, json.byteOffset, json.length)];
+}
+
 /**
  * Serialise tensors to safetensors bytes, as chunks (8-byte length, space-padded header, then each tensor's data,
  * contiguous in sorted-name order). Validates names, dtypes, shapes, data lengths and metadata.
@@ -771,58 +801,19 @@ export function encodeSafetensors(
     : Object.entries(tensors as Record<string, TensorInput>).map(([name, t]) => ({ ...t, name }));
   const seen = new Set<string>();
   for (const t of list) {
-    if (typeof t.name !== 'string') fail(`tensor name must be a string, got ${describe(t.name)}`, where);
+    const want = checkEntry(t, seen, where);
     const w = whereTensor(where, t.name);
-    if (t.name === '__metadata__') fail('"__metadata__" is reserved and cannot be a tensor name', where);
-    if (seen.has(t.name)) fail('duplicate tensor name', w);
-    seen.add(t.name);
-    if (!isSafeDType(t.dtype)) fail(`unknown dtype ${preview(t.dtype)} (supported: ${SAFE_DTYPES.join(', ')})`, w);
-    const shapeErr = validShapeError(t.shape);
-    if (shapeErr) fail(shapeErr, w);
     const data = t.data as unknown;
     if (!ArrayBuffer.isView(data) || data instanceof DataView) fail(`data must be a typed array, got ${describe(data)}`, w);
     const ok = data instanceof Uint8Array || ACCEPTED[t.dtype].some((C) => data instanceof C);
     if (!ok) fail(`data for ${t.dtype} must be a ${ACCEPTED[t.dtype].map((c) => c.name).join(' or ')} (or raw bytes as Uint8Array), got ${data.constructor.name}`, w);
-    const want = numelBig(t.shape) * BigInt(DTYPE_SIZES[t.dtype]);
     if (want !== BigInt(data.byteLength)) {
       fail(`data is ${data.byteLength} bytes but shape ${preview(t.shape)} of ${t.dtype} needs ${showCount(want)}`, w);
     }
   }
-  if (metadata !== undefined) {
-    if (!isPlainObject(metadata)) fail(`metadata must be an object of string -> string, got ${describe(metadata)}`, where);
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') fail(`metadata value of ${showName(k)} must be a string, got ${describe(v)}`, where);
-    }
-  }
-  list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-
-  const header: Record<string, unknown> = {};
-  if (metadata !== undefined && Object.keys(metadata).length > 0) header['__metadata__'] = { ...metadata };
-  const chunks: Uint8Array[] = [];
-  let offset = 0;
-  const entries: [string, unknown][] = [];
-  for (const t of list) {
-    const len = t.data.byteLength;
-    entries.push([t.name, { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + len] }]);
-    offset += len;
-    let bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, len);
-    if (!LITTLE_ENDIAN && !(t.data instanceof Uint8Array)) {
-      bytes = bytes.slice();
-      swapBytesInPlace(bytes, DTYPE_SIZES[t.dtype]);
-    }
-    if (len > 0) chunks.push(bytes);
-  }
-  // Build the JSON by hand so that a tensor named e.g. "__proto__" is kept as an ordinary key.
-  const parts: string[] = [];
-  if (header['__metadata__']) parts.push(`"__metadata__":${JSON.stringify(header['__metadata__'])}`);
-  for (const [k, v] of entries) parts.push(`${JSON.stringify(k)}:${JSON.stringify(v)}`);
-  let json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
-  const pad = (8 - (json.length % 8)) % 8;
-  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  if (json.length > MAX_HEADER_BYTES) fail(`header would be ${json.length} bytes, over the ${MAX_HEADER_BYTES}-byte limit`, where);
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
-  return [len, new Uint8Array(json.buffer, json.byteOffset, json.length), ...chunks];
+  list.sort(byName);
+  const header = headerChunks(list.map((t) => ({ ...t, byteLength: t.data.byteLength })), metadata, where);
+  return [...header, ...list.filter((t) => t.data.byteLength > 0).map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
 }
 
 /** Write tensors to a .safetensors file atomically (temp file + fsync + rename). */
@@ -832,4 +823,36 @@ export function writeSafetensors(
   metadata?: Record<string, string>,
 ): void {
   writeFileAtomic(file, encodeSafetensors(tensors, metadata, file));
+}
+
+/** A tensor for the streaming writer: its header entry, and its little-endian bytes in order, in any chunks. */
+export interface StreamedTensor {
+  name: string;
+  dtype: SafeDType;
+  shape: readonly number[];
+  chunks: () => Iterable<Uint8Array>;
+}
+
+/**
+ * Write a .safetensors file atomically, tensor by tensor and chunk by chunk, so a checkpoint larger than memory
+ * can be written (same layout as writeSafetensors: sorted names, contiguous data). A tensor whose chunks do not
+ * add up to its shape is an error (and the target file is left untouched).
+ */
+export function writeSafetensorsStreaming(file: string, tensors: readonly StreamedTensor[], metadata?: Record<string, string>): void {
+  const seen = new Set<string>();
+  const list = tensors.map((t) => ({ ...t, byteLength: Number(checkEntry(t, seen, file)) })).sort(byName);
+  const header = headerChunks(list, metadata, file);
+  function* bytes(): Generator<Uint8Array> {
+    yield* header;
+    for (const t of list) {
+      let n = 0;
+      for (const c of t.chunks()) {
+        n += c.byteLength;
+        if (n > t.byteLength) break;
+        yield c;
+      }
+      if (n !== t.byteLength) fail(`chunks give ${n > t.byteLength ? 'more than' : n} bytes, shape ${preview(t.shape)} of ${t.dtype} needs ${t.byteLength}`, whereTensor(file, t.name));
+    }
+  }
+  writeFileAtomic(file, bytes());
 }

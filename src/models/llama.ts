@@ -57,6 +57,7 @@ import {
   where,
 } from '../graph/ops.ts';
 import { maskedCrossEntropy, rmsNorm, silu } from '../graph/nn.ts';
+import { type Int8Weight, type QuantizeMode, type QuantizedWeight, quantize, quantizedConstants, quantizedLinear } from '../graph/quant.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
 import { UserError } from '../util/errors.ts';
 import { readRegularFile } from '../util/fs.ts';
@@ -411,11 +412,26 @@ class Layout {
 export interface LlamaModelOptions {
   /** in-memory replacements for checkpoint tensors (e.g. LoRA-merged projection weights), name -> float32 */
   overrides?: ReadonlyMap<string, Float32Array>;
+  /**
+   * Quantised frozen weights (src/graph/quant.ts): every Linear, the lm_head and the embedding table (int8
+   * rows for the lookup in both modes). Norms, LoRA and the loss stay float32; the products run on rows.
+   */
+  quantize?: QuantizeMode;
+}
+
+/** An override tensor (trained weights in place of the checkpoint's), checked against the shape the config implies. */
+function checkOverride(name: string, values: Float32Array, shape: number[]): Float32Array {
+  if (values.length !== shape.reduce((a, b) => a * b, 1))
+    throw new UserError(`override for tensor "${name}" has ${values.length} values, the config implies [${shape.join(', ')}]`);
+  return values;
 }
 
 export class LlamaModel {
   readonly invFreq: Float32Array;
   private readonly consts = new WeakMap<Graph, Map<string, Value>>();
+  private readonly quantConsts = new WeakMap<Graph, Map<string, Value[]>>();
+  /** quantised weights by tensor name, made once per model and shared by its graphs */
+  private readonly quantized = new Map<string, QuantizedWeight>();
   private session?: { graph: CompiledGraph; weights: LlamaForwardOptions['weights'] };
 
   constructor(
@@ -460,17 +476,8 @@ export class LlamaModel {
   checkWeights(): void {
     for (const [name, shape] of this.expectedTensors()) {
       const o = this.opts.overrides?.get(name);
-      if (o) {
-        if (o.length !== shape.reduce((a, b) => a * b, 1))
-          throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
-        continue;
-      }
-      if (!this.weights.has(name)) throw new UserError(`missing tensor "${name}"`, this.weights.where);
-      const info = this.weights.ckpt.info(name);
-      if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-        throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file ?? this.weights.where);
-      if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
-        throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file ?? this.weights.where);
+      if (o) checkOverride(name, o, shape);
+      else this.weights.check(name, shape);
     }
   }
 
@@ -484,6 +491,8 @@ export class LlamaModel {
    * frozen file-backed constants: full fine-tuning feeds the LLM's weights like any other parameter.
    */
   bindWeights(g: Graph, values: ReadonlyMap<string, Value>): void {
+    if (this.opts.quantize)
+      throw new UserError(`--quantize ${this.opts.quantize} freezes the base weights; it cannot be combined with training them (full fine-tuning)`);
     const expected = this.expectedTensors();
     let m = this.consts.get(g);
     if (!m) this.consts.set(g, (m = new Map()));
@@ -504,19 +513,47 @@ export class LlamaModel {
     if (hit) return hit;
     const o = this.opts.overrides?.get(name);
     let v: Value;
-    if (o) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (o.length !== n) throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
-      v = g.constant(o, shape, 'float32', name);
-    } else v = this.weights.frozen(g, name, shape);
+    if (o) v = g.constant(checkOverride(name, o, shape), shape, 'float32', name);
+    else v = this.weights.frozen(g, name, shape);
     m.set(name, v);
     return v;
+  }
+
+  /** The quantised form of a frozen weight [out, in] (made once per model), or undefined when not quantising it. */
+  private quantizedWeight(name: string, mode: QuantizeMode, out: number, inF: number): QuantizedWeight | undefined {
+    if (!this.opts.quantize || this.opts.overrides?.has(name)) return undefined;
+    const key = `${mode}:${name}`;
+    let q = this.quantized.get(key);
+    if (!q) this.quantized.set(key, (q = quantize(mode, this.weights.read(name, [out, inF]), out, inF)));
+    return q;
+  }
+
+  /** The graph constants of a quantised weight, made once per graph (the tied table serves lookup and lm_head). */
+  private quantizedValues(g: Graph, name: string, q: QuantizedWeight): Value[] {
+    let m = this.quantConsts.get(g);
+    if (!m) this.quantConsts.set(g, (m = new Map()));
+    const key = `${q.mode}:${name}`;
+    let c = m.get(key);
+    if (!c) m.set(key, (c = quantizedConstants(g, name, q)));
+    return c;
+  }
+
+  /** y = x W^T for rows x [N, in] with the named weight quantised. */
+  private quantizedProduct(x: Value, name: string, q: QuantizedWeight): Value {
+    return quantizedLinear(x, q, this.quantizedValues(x.graph, name, q));
   }
 
   /** The embedding lookup: ids [B, L] int64 -> [B, L, H]. */
   embed(g: Graph, ids: Value): Value {
     const { vocabSize: V, hiddenSize: H } = this.config;
-    return g.scope('model.embed_tokens', () => gather(this.weight(g, 'model.embed_tokens.weight', [V, H]), ids, 0));
+    const name = 'model.embed_tokens.weight';
+    const q = this.quantizedWeight(name, 'int8', V, H) as Int8Weight | undefined;
+    if (!q) return g.scope('model.embed_tokens', () => gather(this.weight(g, name, [V, H]), ids, 0));
+    // int8 rows: gather the codes and their scales, dequantise only the looked-up rows
+    return g.scope('model.embed_tokens', () => {
+      const [codes, scales] = this.quantizedValues(g, name, q);
+      return mul(cast(gather(codes, ids, 0), 'float32'), unsqueeze(gather(scales, ids, 0), [ids.rank]));
+    });
   }
 
   /**
@@ -528,15 +565,16 @@ export class LlamaModel {
    */
   private linear(s: Layout, x: Value, module: string, inF: number, outF: number, bias: boolean, lora?: LoraParams): Value {
     const g = x.graph;
-    const W = this.weight(g, `${module}.weight`, [outF, inF]);
     const b = bias ? this.weight(g, `${module}.bias`, [outF]) : undefined;
     const ad = lora?.modules.get(module);
+    const q = this.opts.quantize && this.quantizedWeight(`${module}.weight`, this.opts.quantize, outF, inF);
+    const W = q ? undefined : this.weight(g, `${module}.weight`, [outF, inF]);
     if (!s.columns) {
-      const y = gemm(x, W, b, { transB: true });
+      const y = q ? (b ? add(this.quantizedProduct(x, `${module}.weight`, q), b) : this.quantizedProduct(x, `${module}.weight`, q)) : gemm(x, W!, b, { transB: true });
       if (!ad) return y;
       return add(y, mul(gemm(gemm(x, ad.A, undefined, { transB: true }), ad.B, undefined, { transB: true }), lora!.scaling)); // peft: result + lora_B(lora_A(x)) * scaling
     }
-    let y = gemm(W, x);
+    let y = gemm(W!, x);
     if (b) y = add(y, unsqueeze(b, [1]));
     if (!ad) return y;
     return add(y, mul(gemm(ad.B, gemm(ad.A, x)), lora!.scaling));
@@ -642,7 +680,8 @@ export class LlamaModel {
     const x3 = o.inputsEmbeds ?? this.embed(g, o.inputIds!); // [B, L, H]
     const pastLen = o.pastKeyValues ? dimScalar(o.pastKeyValues[0].key, 2) : undefined;
 
-    const s = g.scope('model', () => new Layout(x3, cfg.headDim, o.weights === 'shared'));
+    // quantised products read their own packed layouts, so they always run on rows
+    const s = g.scope('model', () => new Layout(x3, cfg.headDim, o.weights === 'shared' && !this.opts.quantize));
     const [rope, mask] = g.scope('model', () => {
       let pos = o.positionIds;
       if (!pos) {
@@ -677,15 +716,19 @@ export class LlamaModel {
     let logits = normed;
     if (!o.noLogits) {
       logits = g.scope('lm_head', () => {
-        const W = cfg.tieWordEmbeddings ? this.weight(g, 'model.embed_tokens.weight', [V, H]) : this.weight(g, 'lm_head.weight', [V, H]);
+        const headName = cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+        const q = this.opts.quantize && this.quantizedWeight(headName, this.opts.quantize, V, H);
+        if (q && !o.logitsFor) return s.exit(this.quantizedProduct(normedStream, headName, q), false); // rows [N, V]
+        const W = q ? undefined : this.weight(g, headName, [V, H]);
+        const product = (x: Value) => (q ? this.quantizedProduct(x, headName, q) : gemm(x, W!, undefined, { transB: true }));
         // logits are rows [N, V] in both layouts (columns: Gemm(h^T, W, transA, transB)); W is prepacked
-        if (!o.logitsFor) return s.exit(gemm(normedStream, W, undefined, { transA: s.columns, transB: true }), false);
+        if (!o.logitsFor) return s.exit(gemm(normedStream, W!, undefined, { transA: s.columns, transB: true }), false);
         // only the rows b*L + pos of the [B*L, H] states
         const at = o.logitsFor;
         const rowStart = mul(range(constant(x3, [0], [], 'int64'), dimScalar(x3, 0), constant(x3, [1], [], 'int64')), dimScalar(x3, 1));
         const picked = gather(s.rows(normedStream), reshape(add(at, unsqueeze(rowStart, [1])), [-1]), 0); // [B*K, H]
         const shape = shapeVector([s.bl[0], dimVector(at, 1), V]);
-        return reshapeTo(gemm(picked, W, undefined, { transB: true }), shape, [at.shape[0], at.shape[1], V]); // [B, K, V]
+        return reshapeTo(product(picked), shape, [at.shape[0], at.shape[1], V]); // [B, K, V]
       });
     }
     return {

@@ -54,12 +54,18 @@ export function openRedis(url: string, o: { persistent: boolean }): Redis {
 /** Connects a short-lived client, turning a refused connection or a wrong password into one line. */
 export async function connectRedis(url: string, o: { persistent?: boolean } = {}): Promise<Redis> {
   const redis = openRedis(url, { persistent: o.persistent ?? false });
+  // the cause (refused, TLS certificate, DNS) comes as an 'error' event; the failed command only says "closed"
+  let cause: unknown;
+  const remember = (e: unknown) => (cause = e);
+  redis.on('error', remember);
   try {
     await redis.connect();
     await redis.ping();
   } catch (e) {
     redis.disconnect();
-    throw new UserError(`cannot reach Redis: ${oneLine(e)}`, redactUrl(url));
+    throw new UserError(`cannot reach Redis: ${oneLine(cause ?? e)}`, redactUrl(url));
+  } finally {
+    redis.off('error', remember);
   }
   return redis;
 }
