@@ -186,6 +186,8 @@ export async function train(
     // (a folder with only train_config.json is a run that stopped before its first checkpoint: nothing to lose)
     throw new UserError('already holds a training run: pass --resume to continue it, or choose another --out', out);
   } else c = defaultTrainConfig(config);
+  // the stat token's statistics are stored beside the feature normalisation (feature_norm.safetensors)
+  if (c.statToken && !c.featureNorm) throw new UserError('the stat token (on by default) needs the feature normalisation: drop --no-feature-norm, or add --no-stat-token');
   fs.mkdirSync(out, { recursive: true });
 
   const { train: trainItems, valid: validItems, labels } = await loadSplits(c, log, opts.items);
