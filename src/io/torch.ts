@@ -13,7 +13,7 @@ import path from 'node:path';
 import { UserError } from '../util/errors.ts';
 import { openRegularFile } from '../util/fs.ts';
 import { type ByteSource, BufferSource, PyDict, type PyGlobal, PyTuple, unpickle } from './pickle.ts';
-import { DTYPE_SIZES, readExact, readIndex, type SafeDType, type SafeTypedArray, ShardedCheckpoint, toF32, toF64, toI64, viewAs } from './safetensors.ts';
+import { DTYPE_SIZES, readExact, readIndex, type SafeDType, type SafeTypedArray, ShardedCheckpoint, type TensorInfo, toF32, toF64, toI64, viewAs } from './safetensors.ts';
 
 /** torch's typed storage classes, by the dtype their bytes hold (torch writes little-endian on every CPU we run on). */
 const STORAGE_DTYPES: Readonly<Record<string, SafeDType>> = {
@@ -50,14 +50,7 @@ interface TorchTensor {
 }
 
 /** A stored tensor; `file`/`offset` are present when its bytes can be read in place (row-major in the file). */
-export interface TorchTensorInfo {
-  name: string;
-  dtype: SafeDType;
-  shape: number[];
-  byteLength: number;
-  file?: string;
-  offset?: number;
-}
+export type TorchTensorInfo = Omit<TensorInfo, 'file' | 'offset'> & Partial<Pick<TensorInfo, 'file' | 'offset'>>;
 
 const LFS_POINTER = 'version https://git-lfs.github.com/spec/';
 
