@@ -9,8 +9,8 @@
  *    (quantising the checkpoint included).
  *  - llama_3b_fwd_128_ms_{mode}: the forward on 128 tokens, logits for all of them.
  *  - lora_grad_cosine_{int8,int4}: cosine of the LoRA gradients (A and B, B initialised non-zero so A's gradient is
- *    not zero) against the float32 base on the same batch. Measured on the same random 3B batch only when the fp32
- *    LoRA stage runs too (its gradients are saved for the comparison).
+ *    not zero) against the float32 base on the same batch: every LoRA stage saves its gradients beside the
+ *    checkpoint, and a run with the fp32 LoRA stage compares them (so fp32 can run alone, after the others).
  *
  * Each measurement runs in its own process (the quantised and float32 sessions must not share a heap).
  * Environment: EMOSLLM_BENCH_MODES=int4,int8,fp32 (default all; fp32 needs ~13 GB), EMOSLLM_BENCH_ONLY=lora,fwd,
@@ -39,7 +39,8 @@ const LLAMA_3B: LlamaShape = SMALL
 const STAGE_ENV = 'EMOSLLM_BENCH_SCALE_STAGE';
 const runs = () => Math.max(3, Number(process.env.EMOSLLM_BENCH_RUNS) || 3);
 const checkpoint = () => checkpointFolder('llama-3.2-3b', llamaConfig(LLAMA_3B), llamaTensors(LLAMA_3B));
-const gradFile = (mode: Mode) => path.join(cacheRoot(), 'bench-models', `scale-lora-grads${SMALL ? '-small' : ''}-${mode}.f32`);
+/** LoRA gradients of one mode on the bench batch (seeded: they depend on the checkpoint and the mode only). */
+const gradFile = (mode: Mode) => path.join(cacheRoot(), 'bench-models', `${path.basename(checkpoint())}-lora-grads-${mode}.f32`);
 
 const LORA: LoraConfig = { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], useRslora: false, loraDropout: 0, baseModelNameOrPath: null, taskType: 'CAUSAL_LM' };
 
@@ -176,10 +177,12 @@ export async function benchScale(): Promise<Record<string, number>> {
       peak = Math.max(peak, r.peak);
     }
   }
-  // cosines only from gradients this run produced (never a stale file from another run)
+  // the float32 gradients of this run against each quantised mode's gradients on the same checkpoint and batch
+  // (from this run, or an earlier one: fp32 needs ~13 GB and is best run alone)
   if (only.has('lora') && modes.includes('fp32')) {
     const ref = new Float32Array(fs.readFileSync(gradFile('fp32')).buffer.slice(0));
-    for (const m of modes.filter((x) => x !== 'fp32')) result[`lora_grad_cosine_${m}`] = round(cosine(new Float32Array(fs.readFileSync(gradFile(m)).buffer.slice(0)), ref), 5);
+    for (const m of ['int8', 'int4'] as const)
+      if (fs.existsSync(gradFile(m))) result[`lora_grad_cosine_${m}`] = round(cosine(new Float32Array(fs.readFileSync(gradFile(m)).buffer.slice(0)), ref), 5);
   }
   result.peak_rss_mb = peak;
   return result;
