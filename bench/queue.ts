@@ -8,9 +8,10 @@
  *
  * Figures: clips, predict_clips_per_s, worker1_clips_per_s, worker2_clips_per_s (clips / wall seconds),
  * add_s (hashing and enqueueing all clips, one `queue add` process, start-up included), overhead_ms_per_job
- * (with 1 worker, from BullMQ's job timestamps: the time between jobs, taking the next one and acknowledging the
- * last, per job), wall_overhead_ms_per_job (1 worker's wall time minus predict's, per clip; start-up of both
- * included, so it moves with the machine's load), speedup_2_workers (worker2 / worker1 clips per second). Environment: EMOSLLM_BENCH_CLIPS (default 300), EMOSLLM_BENCH_MODEL
+ * (with 1 worker, mean over jobs of BullMQ's time from taking a job to acknowledging it minus the time inside the
+ * worker's function: locking, fetching, acknowledging), wall_overhead_ms_per_job (1 worker's wall time minus
+ * predict's, per clip; start-up of both included, so it moves with the machine's load), speedup_2_workers
+ * (worker2 / worker1 clips per second). Environment: EMOSLLM_BENCH_CLIPS (default 300), EMOSLLM_BENCH_MODEL
  * (a model folder; default: train the small test model, ~20 s).
  */
 import { spawn } from 'node:child_process';
@@ -63,12 +64,10 @@ export async function benchQueue(): Promise<Record<string, number>> {
           if (c.completed + c.failed >= clips.length) break;
           await new Promise((r) => setTimeout(r, 50));
         }
-        // BullMQ's timestamps: from the first job taken to the last one acknowledged, minus the time inside the
-        // processor (hash, decode, predict, write), per job; meaningful with one worker (no overlap)
+        // per job: BullMQ's time from taking it to acknowledging it (the next job is taken in the same step) minus
+        // the time inside the worker's function (hash, decode, predict, write), which it returns
         const jobs = await q.queue.getCompleted(0, -1);
-        const inProcessor = jobs.reduce((a, j) => a + (j.finishedOn! - j.processedOn!), 0);
-        const span = Math.max(...jobs.map((j) => j.finishedOn!)) - Math.min(...jobs.map((j) => j.processedOn!));
-        gapMs = (span - inProcessor) / (jobs.length - 1);
+        gapMs = jobs.reduce((a, j) => a + (j.finishedOn! - j.processedOn! - (j.returnvalue as { ms: number }).ms), 0) / jobs.length;
       } finally {
         await q.close();
         await Promise.all(procs.map((p) => new Promise((r) => (p.once('exit', r), p.kill('SIGTERM')))));

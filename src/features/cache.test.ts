@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
 import type { FrameEncoder } from '../models/encoder.ts';
-import { FbankEncoder } from '../models/fbank.ts';
+import { FbankEncoder } from '../../test/oracles/fbank.ts';
 import { FeatureCache } from './cache.ts';
 
 const dirs: string[] = [];

@@ -8,7 +8,8 @@ import { loadAudio16k } from '../audio/decode.ts';
 import { rng } from '../graph/gradcheck.ts';
 import { Graph } from '../graph/ir.ts';
 import { type CompiledGraph, compile } from '../graph/runtime.ts';
-import { FBANK_LOG_FLOOR, type FbankOptions, FbankEncoder } from './fbank.ts';
+import { FBANK_LOG_FLOOR, type FbankOptions } from './fbank.ts';
+import { FbankEncoder } from '../../test/oracles/fbank.ts';
 import { FBANK_FRAMES_DIM, buildFbankGraph } from './fbank-graph.ts';
 
 const cacheDir = path.join(os.tmpdir(), 'emosllm-test-cache');

@@ -1,8 +1,9 @@
 /**
- * The Kaldi-compatible log-mel filterbank of fbank.ts (FbankEncoder.encodeOne) as an engine graph, so an
- * exported ONNX model (onnxruntime-node, onnxruntime-web) can run the whole pipeline from raw 16 kHz audio.
+ * The Kaldi-compatible log-mel filterbank (settings in fbank.ts) as an engine graph: the one implementation
+ * training, predict and an exported ONNX model (onnxruntime-node, onnxruntime-web) run from raw 16 kHz audio.
  *
- * Same numerics as the JS implementation, in float32 and with plain ONNX ops only (opset 17):
+ * Same numerics as the JS oracle the tests compare with (test/oracles/fbank.ts, FbankEncoder.encodeOne), in
+ * float32 and with plain ONNX ops only (opset 17):
  *   1. scale by inputScale, zero-pad the end by one frame length, so a clip shorter than one frame still
  *      yields one (zero-padded) frame, as in FbankEncoder.encodeOne; longer clips never read the padding
  *   2. framing (snip_edges): frame starts = Range(0, max(S - L + 1, 1), shift), i.e. 1 + floor((S - L) / shift)
@@ -170,7 +171,7 @@ export function logMelGraph(s: FbankSpectrum): Value {
 /**
  * Builds the filterbank of `samples` (float32 [B, S], B usually 1, S symbolic; every row is one clip of
  * length S) into `g`. Returns float32 [B, frames, numMelBins], frames = max(1, 1 + floor((S - L) / shift)),
- * equal to FbankEncoder.encodeOne (with `opts` = the encoder's resolved options) up to float32 rounding.
+ * equal to the oracle's FbankEncoder.encodeOne (test/oracles/fbank.ts, same options) up to float32 rounding.
  */
 export function buildFbankGraph(g: Graph, samples: Value, opts: ResolvedFbankOptions): Value {
   const feats = logMelGraph(buildFbankSpectrum(g, samples, opts));

@@ -419,6 +419,13 @@ export interface LlamaModelOptions {
   quantize?: QuantizeMode;
 }
 
+/** An override tensor (trained weights in place of the checkpoint's), checked against the shape the config implies. */
+function checkOverride(name: string, values: Float32Array, shape: number[]): Float32Array {
+  if (values.length !== shape.reduce((a, b) => a * b, 1))
+    throw new UserError(`override for tensor "${name}" has ${values.length} values, the config implies [${shape.join(', ')}]`);
+  return values;
+}
+
 export class LlamaModel {
   readonly invFreq: Float32Array;
   private readonly consts = new WeakMap<Graph, Map<string, Value>>();
@@ -469,17 +476,8 @@ export class LlamaModel {
   checkWeights(): void {
     for (const [name, shape] of this.expectedTensors()) {
       const o = this.opts.overrides?.get(name);
-      if (o) {
-        if (o.length !== shape.reduce((a, b) => a * b, 1))
-          throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
-        continue;
-      }
-      if (!this.weights.has(name)) throw new UserError(`missing tensor "${name}"`, this.weights.where);
-      const info = this.weights.ckpt.info(name);
-      if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-        throw new UserError(`tensor "${name}" has shape [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, info.file ?? this.weights.where);
-      if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
-        throw new UserError(`tensor "${name}" has dtype ${info.dtype}; expected F32, F16, BF16 or F64`, info.file ?? this.weights.where);
+      if (o) checkOverride(name, o, shape);
+      else this.weights.check(name, shape);
     }
   }
 
@@ -515,11 +513,8 @@ export class LlamaModel {
     if (hit) return hit;
     const o = this.opts.overrides?.get(name);
     let v: Value;
-    if (o) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (o.length !== n) throw new UserError(`override for tensor "${name}" has ${o.length} values, the config implies [${shape.join(', ')}]`);
-      v = g.constant(o, shape, 'float32', name);
-    } else v = this.weights.frozen(g, name, shape);
+    if (o) v = g.constant(checkOverride(name, o, shape), shape, 'float32', name);
+    else v = this.weights.frozen(g, name, shape);
     m.set(name, v);
     return v;
   }

@@ -2,7 +2,8 @@
  * `emosllm serve`: the HTTP inference server (fastify).
  *
  *   POST /v1/emotion   audio in, {label, probabilities, seconds, segments, model, elapsed_ms} out
- *   GET  /healthz      200 {status: "ok"} once the model is loaded; 503 {status: "loading" | "shutting_down"}
+ *   GET  /healthz      200 {status: "ok", running, waiting, uploading} once the model is loaded; 503 {status:
+ *                      "loading" | "shutting_down", ...} before and while draining
  *   GET  /v1/model     labels, encoder, LLM, audio settings and the server's limits
  *
  * POST /v1/emotion takes either the raw audio bytes as the body (Content-Type audio/*, video/*,
