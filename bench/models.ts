@@ -36,6 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { grad } from '../src/graph/autodiff.ts';
 import { Graph, type Value } from '../src/graph/ir.ts';
 import { type CompiledGraph, type Tensor, cacheRoot, compile, tensor } from '../src/graph/runtime.ts';
+import { writeSafetensorsStreaming } from '../src/io/safetensors.ts';
 import { loadSpeechEncoder } from '../src/models/encoder.ts';
 import { LlamaModel, type LlamaForwardOptions, causalLmLoss } from '../src/models/llama.ts';
 import { type LoraConfig, initLora, loraFeeds, loraInputs } from '../src/models/lora.ts';
@@ -244,47 +245,18 @@ function seedOf(name: string): number {
   return h || 1;
 }
 
-const CHUNK = 1 << 22; // floats per write (16 MB)
+const CHUNK = 1 << 22; // floats per chunk (16 MB)
 
-/**
- * Writes an F32 safetensors file tensor by tensor, in 16 MB chunks (writeSafetensors needs every tensor in
- * memory at once: 5 GB for the 1B model). Same layout as encodeSafetensors: sorted names, contiguous data,
- * header space-padded to 8 bytes.
- */
-function writeSafetensorsStreaming(file: string, specs: TensorSpec[]): void {
-  const list = [...specs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const parts = ['"__metadata__":{"format":"pt"}'];
-  let offset = 0;
-  for (const t of list) {
-    const len = t.shape.reduce((a, b) => a * b, 1) * 4;
-    parts.push(`${JSON.stringify(t.name)}:${JSON.stringify({ dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + len] })}`);
-    offset += len;
-  }
-  let header = `{${parts.join(',')}}`;
-  header += ' '.repeat((8 - (Buffer.byteLength(header) % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
-  const fd = fs.openSync(file, 'w');
-  try {
-    const writeAll = (b: Uint8Array) => {
-      for (let off = 0; off < b.byteLength; ) off += fs.writeSync(fd, b, off, b.byteLength - off);
-    };
-    writeAll(len);
-    writeAll(Buffer.from(header, 'utf8'));
-    const buf = new Float32Array(CHUNK);
-    for (const t of list) {
-      const n = t.shape.reduce((a, b) => a * b, 1);
-      let state = seedOf(t.name);
-      for (let done = 0; done < n; done += CHUNK) {
-        const chunk = buf.subarray(0, Math.min(CHUNK, n - done));
-        if ('value' in t.init) chunk.fill(t.init.value);
-        else state = fillRandom(chunk, t.init.scale, state);
-        writeAll(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      }
-    }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+/** The spec's values as F32 chunks, generated as they are written (the 1B model's 5 GB never sit in memory). */
+function* specChunks(t: TensorSpec): Generator<Uint8Array> {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const buf = new Float32Array(Math.min(CHUNK, n));
+  let state = seedOf(t.name);
+  for (let done = 0; done < n; done += CHUNK) {
+    const chunk = buf.subarray(0, Math.min(CHUNK, n - done));
+    if ('value' in t.init) chunk.fill(t.init.value);
+    else state = fillRandom(chunk, t.init.scale, state);
+    yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   }
 }
 
@@ -311,7 +283,7 @@ export function checkpointFolder(name: string, config: Record<string, unknown>, 
   const tmp = `${dir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   fs.mkdirSync(tmp);
   try {
-    writeSafetensorsStreaming(path.join(tmp, 'model.safetensors'), tensors);
+    writeSafetensorsStreaming(path.join(tmp, 'model.safetensors'), tensors.map((t) => ({ name: t.name, dtype: 'F32', shape: t.shape, chunks: () => specChunks(t) })), { format: 'pt' });
     fs.writeFileSync(path.join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
     try {
       fs.renameSync(tmp, dir);

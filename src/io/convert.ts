@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
-import { type NamedTensorInput, writeSafetensors } from './safetensors.ts';
+import { type StreamedTensor, writeSafetensorsStreaming } from './safetensors.ts';
 import { TORCH_INDEX_FILE, TorchCheckpoint } from './torch.ts';
 
 /** Shards hold at most this many bytes: conversion holds one shard in memory at a time. */
@@ -48,13 +48,18 @@ export function convertFolder(src: string, out: string, shardBytes = SHARD_BYTES
     const weightMap: Record<string, string> = {};
     let total = 0;
     groups.forEach((names, i) => {
-      const tensors: NamedTensorInput[] = names.map((name) => {
+      const tensors: StreamedTensor[] = names.map((name) => {
         const info = ckpt.info(name);
         total += info.byteLength;
         weightMap[name] = shardName(i);
-        return { name, dtype: info.dtype, shape: info.shape, data: ckpt.read(name) };
+        // read as it is written: one tensor in memory at a time, not the shard
+        const chunks = () => {
+          const d = ckpt.read(name);
+          return [new Uint8Array(d.buffer, d.byteOffset, d.byteLength)];
+        };
+        return { name, dtype: info.dtype, shape: info.shape, chunks };
       });
-      writeSafetensors(path.join(tmp, shardName(i)), tensors, { format: 'pt' });
+      writeSafetensorsStreaming(path.join(tmp, shardName(i)), tensors, { format: 'pt' });
     });
     if (n > 1) fs.writeFileSync(path.join(tmp, `${stem}.safetensors.index.json`), `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
     for (const f of files) {

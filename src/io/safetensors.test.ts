@@ -15,6 +15,7 @@ import {
   f32ToBF16,
   f32ToF16,
   writeSafetensors,
+  writeSafetensorsStreaming,
   type NamedTensorInput,
   type SafeDType,
   type SafeTypedArray,
@@ -318,6 +319,30 @@ describe('writer -> reader round trip', () => {
     // encode returns chunks without concatenating tensors
     const chunks = encodeSafetensors({ a: { dtype: 'U8', shape: [2], data: new Uint8Array([1, 2]) } });
     expect(chunks.length).toBe(3);
+  });
+
+  it('the streaming writer gives the same bytes as writeSafetensors, chunk by chunk; wrong byte counts fail', () => {
+    const a = Float32Array.from({ length: 10 }, (_, i) => i / 3);
+    const b = new BigInt64Array([5n, -7n]);
+    const whole = tmpFile('whole.safetensors');
+    writeSafetensors(whole, { b: { dtype: 'I64', shape: [2], data: b }, a: { dtype: 'F32', shape: [2, 5], data: a } }, { format: 'pt' });
+    const streamed = tmpFile('streamed.safetensors');
+    const bytesOf = (x: Float32Array | BigInt64Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    writeSafetensorsStreaming(
+      streamed,
+      [
+        { name: 'b', dtype: 'I64', shape: [2], chunks: () => [bytesOf(b)] },
+        { name: 'a', dtype: 'F32', shape: [2, 5], chunks: () => [bytesOf(a.subarray(0, 3)), bytesOf(a.subarray(3))] },
+      ],
+      { format: 'pt' },
+    );
+    expect(fs.readFileSync(streamed)).toEqual(fs.readFileSync(whole));
+    const before = fs.readFileSync(streamed);
+    expectUserError(() => writeSafetensorsStreaming(streamed, [{ name: 'a', dtype: 'F32', shape: [2, 5], chunks: () => [bytesOf(a.subarray(0, 9))] }]), streamed, 'a', '36');
+    expectUserError(() => writeSafetensorsStreaming(streamed, [{ name: 'a', dtype: 'F32', shape: [2], chunks: () => [bytesOf(a)] }]), streamed, 'more than');
+    expectUserError(() => writeSafetensorsStreaming(streamed, [{ name: 'a', dtype: 'F8' as SafeDType, shape: [1], chunks: () => [] }]), streamed, 'dtype');
+    expect(fs.readFileSync(streamed)).toEqual(before);
+    expect(fs.readdirSync(path.dirname(streamed)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 });
 

@@ -76,7 +76,6 @@ export const MAX_HEADER_BYTES = 100_000_000;
 const INDEX_FILE = 'model.safetensors.index.json';
 const MAX_INDEX_BYTES = 100_000_000;
 const READ_CHUNK = 1 << 30;
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------------------------------------------------------
 // small helpers
@@ -157,17 +156,6 @@ function validShapeError(shape: unknown): string | null {
     }
   }
   return null;
-}
-
-function swapBytesInPlace(bytes: Uint8Array, itemsize: number): void {
-  if (itemsize === 1) return;
-  for (let i = 0; i + itemsize <= bytes.length; i += itemsize) {
-    for (let a = i, b = i + itemsize - 1; a < b; a++, b--) {
-      const t = bytes[a]!;
-      bytes[a] = bytes[b]!;
-      bytes[b] = t;
-    }
-  }
 }
 
 /** View a fresh, zero-offset ArrayBuffer holding little-endian data as the typed array of `dtype`. */
@@ -546,7 +534,6 @@ export class SafetensorsFile {
     const t = this.info(name);
     const bytes = this.readBytes(name);
     const size = DTYPE_SIZES[t.dtype];
-    if (!LITTLE_ENDIAN) swapBytesInPlace(bytes, size);
     return viewAs(t.dtype, bytes.buffer as ArrayBuffer, t.byteLength / size);
   }
 
@@ -620,64 +607,48 @@ export function readIndex(indexFile: string): { metadata: Record<string, unknown
   return { metadata: (md as Record<string, unknown> | undefined) ?? {}, weightMap };
 }
 
-/** A checkpoint: one .safetensors file or a Hugging Face sharded checkpoint, with one API across shards. */
-export class SafetensorsCheckpoint {
-  /** The path opened: the .safetensors file or the index JSON. */
-  readonly source: string;
-  /** The "metadata" object of the index (e.g. total_size), or {} for a single file. */
-  readonly indexMetadata: Record<string, unknown>;
-  /** __metadata__ of the single file, or of the first shard of a sharded checkpoint. */
-  readonly metadata: Record<string, string>;
-  private readonly shards: SafetensorsFile[];
-  private readonly owner: Map<string, SafetensorsFile>;
+/** What a sharded checkpoint needs of one file's reader (SafetensorsFile, or torch's TorchFile). */
+export interface ShardFile<Info> {
+  readonly file: string;
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): Info;
+  readBytes(name: string): Uint8Array;
+  read(name: string): SafeTypedArray;
+  readF32(name: string): Float32Array;
+  readF64(name: string): Float64Array;
+  readI64(name: string): BigInt64Array;
+  close(): void;
+}
 
-  private constructor(source: string, shards: SafetensorsFile[], owner: Map<string, SafetensorsFile>, indexMetadata: Record<string, unknown>) {
-    this.source = source;
-    this.shards = shards;
-    this.owner = owner;
-    this.indexMetadata = indexMetadata;
-    this.metadata = shards[0]?.metadata ?? {};
+/**
+ * Tensors in one file or spread over the shards of an index (weight_map), with one API across them: the
+ * safetensors and the torch checkpoints both are one of these.
+ */
+export class ShardedCheckpoint<F extends ShardFile<Info>, Info> {
+  protected constructor(
+    /** The path opened: the weights file or the index JSON. */
+    readonly source: string,
+    protected readonly shards: F[],
+    private readonly owner: Map<string, F>,
+  ) {}
+
+  /** One file's tensors, all owned by it. */
+  protected static single<F extends ShardFile<unknown>>(f: F): { shards: F[]; owner: Map<string, F> } {
+    return { shards: [f], owner: new Map(f.names().map((n) => [n, f])) };
   }
 
   /**
-   * Open a `model.safetensors.index.json`, a `*.safetensors` file, or a folder holding `model.safetensors`,
-   * `model.safetensors.index.json` or `adapter_model.safetensors` (checked in that order).
+   * The shards an index names, each opened once (`open(shard path, first tensor it holds)`), every tensor
+   * checked to be in the shard the index maps it to; shards opened so far are closed on an error.
    */
-  static open(pathOrDir: string): SafetensorsCheckpoint {
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(pathOrDir);
-    } catch (e) {
-      fail(`cannot open checkpoint: ${errText(e)}`, pathOrDir);
-    }
-    let target = pathOrDir;
-    if (st.isDirectory()) {
-      const candidates = ['model.safetensors', INDEX_FILE, 'adapter_model.safetensors'];
-      const found = candidates.map((c) => path.join(pathOrDir, c)).find((p) => fs.existsSync(p));
-      if (!found) fail(`no safetensors checkpoint in this folder (looked for ${candidates.join(', ')})`, pathOrDir);
-      target = found;
-    }
-    if (target.endsWith('.json')) return SafetensorsCheckpoint.openIndex(target);
-    const f = SafetensorsFile.open(target);
-    const owner = new Map<string, SafetensorsFile>();
-    for (const n of f.names()) owner.set(n, f);
-    return new SafetensorsCheckpoint(target, [f], owner, {});
-  }
-
-  private static openIndex(indexFile: string): SafetensorsCheckpoint {
-    const { metadata, weightMap } = readIndex(indexFile);
-    const dir = path.dirname(indexFile);
-    const byShard = new Map<string, SafetensorsFile>();
-    const owner = new Map<string, SafetensorsFile>();
+  protected static shardsOf<F extends ShardFile<unknown>>(indexFile: string, weightMap: Map<string, string>, open: (shardPath: string, name: string) => F): { shards: F[]; owner: Map<string, F> } {
+    const byShard = new Map<string, F>();
+    const owner = new Map<string, F>();
     try {
       for (const [name, shard] of weightMap) {
         let f = byShard.get(shard);
-        if (!f) {
-          const shardPath = path.join(dir, shard);
-          if (!fs.existsSync(shardPath)) fail(`shard file ${shardPath} (named in ${indexFile}) does not exist`, whereTensor(indexFile, name));
-          f = SafetensorsFile.open(shardPath);
-          byShard.set(shard, f);
-        }
+        if (!f) byShard.set(shard, (f = open(path.join(path.dirname(indexFile), shard), name)));
         if (!f.has(name)) fail(`tensor is mapped to shard ${f.file} by ${indexFile}, but that shard does not contain it`, whereTensor(f.file, name));
         owner.set(name, f);
       }
@@ -685,10 +656,10 @@ export class SafetensorsCheckpoint {
       for (const f of byShard.values()) f.close();
       throw e;
     }
-    return new SafetensorsCheckpoint(indexFile, [...byShard.values()], owner, metadata);
+    return { shards: [...byShard.values()], owner };
   }
 
-  /** Paths of the .safetensors files making up this checkpoint. */
+  /** Paths of the files making up this checkpoint. */
   files(): string[] {
     return this.shards.map((s) => s.file);
   }
@@ -701,17 +672,17 @@ export class SafetensorsCheckpoint {
     return this.owner.has(name);
   }
 
-  private shardOf(name: string): SafetensorsFile {
+  private shardOf(name: string): F {
     const f = this.owner.get(name);
     if (!f) fail(`no such tensor in this checkpoint (${this.owner.size} tensors)`, whereTensor(this.source, name));
     return f;
   }
 
-  info(name: string): TensorInfo {
+  info(name: string): Info {
     return this.shardOf(name).info(name);
   }
 
-  infos(): TensorInfo[] {
+  infos(): Info[] {
     return this.names().map((n) => this.info(n));
   }
 
@@ -740,6 +711,47 @@ export class SafetensorsCheckpoint {
   }
 }
 
+/** A checkpoint: one .safetensors file or a Hugging Face sharded checkpoint, with one API across shards. */
+export class SafetensorsCheckpoint extends ShardedCheckpoint<SafetensorsFile, TensorInfo> {
+  /** The "metadata" object of the index (e.g. total_size), or {} for a single file. */
+  readonly indexMetadata: Record<string, unknown>;
+  /** __metadata__ of the single file, or of the first shard of a sharded checkpoint. */
+  readonly metadata: Record<string, string>;
+
+  private constructor(source: string, { shards, owner }: { shards: SafetensorsFile[]; owner: Map<string, SafetensorsFile> }, indexMetadata: Record<string, unknown>) {
+    super(source, shards, owner);
+    this.indexMetadata = indexMetadata;
+    this.metadata = shards[0]?.metadata ?? {};
+  }
+
+  /**
+   * Open a `model.safetensors.index.json`, a `*.safetensors` file, or a folder holding `model.safetensors`,
+   * `model.safetensors.index.json` or `adapter_model.safetensors` (checked in that order).
+   */
+  static open(pathOrDir: string): SafetensorsCheckpoint {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(pathOrDir);
+    } catch (e) {
+      fail(`cannot open checkpoint: ${errText(e)}`, pathOrDir);
+    }
+    let target = pathOrDir;
+    if (st.isDirectory()) {
+      const candidates = ['model.safetensors', INDEX_FILE, 'adapter_model.safetensors'];
+      const found = candidates.map((c) => path.join(pathOrDir, c)).find((p) => fs.existsSync(p));
+      if (!found) fail(`no safetensors checkpoint in this folder (looked for ${candidates.join(', ')})`, pathOrDir);
+      target = found;
+    }
+    if (!target.endsWith('.json')) return new SafetensorsCheckpoint(target, ShardedCheckpoint.single(SafetensorsFile.open(target)), {});
+    const { metadata, weightMap } = readIndex(target);
+    const shards = ShardedCheckpoint.shardsOf(target, weightMap, (shardPath, name) => {
+      if (!fs.existsSync(shardPath)) fail(`shard file ${shardPath} (named in ${target}) does not exist`, whereTensor(target, name));
+      return SafetensorsFile.open(shardPath);
+    });
+    return new SafetensorsCheckpoint(target, shards, metadata);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // writer
 
@@ -757,6 +769,49 @@ const ACCEPTED: Record<SafeDType, readonly (new (...a: never[]) => SafeTypedArra
   BOOL: [Uint8Array],
 };
 
+/** Checks a tensor's name (unique, not reserved), dtype and shape; returns its byte length. */
+function checkEntry(t: { name: unknown; dtype: unknown; shape: unknown }, seen: Set<string>, where: string): bigint {
+  if (typeof t.name !== 'string') fail(`tensor name must be a string, got ${describe(t.name)}`, where);
+  const w = whereTensor(where, t.name);
+  if (t.name === '__metadata__') fail('"__metadata__" is reserved and cannot be a tensor name', where);
+  if (seen.has(t.name)) fail('duplicate tensor name', w);
+  seen.add(t.name);
+  if (!isSafeDType(t.dtype)) fail(`unknown dtype ${preview(t.dtype)} (supported: ${SAFE_DTYPES.join(', ')})`, w);
+  const shapeErr = validShapeError(t.shape);
+  if (shapeErr) fail(shapeErr, w);
+  return numelBig(t.shape as number[]) * BigInt(DTYPE_SIZES[t.dtype]);
+}
+
+const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * The file's first two chunks (8-byte length, space-padded JSON header) for tensors laid out contiguously in
+ * the given order; metadata is checked to be string -> string.
+ */
+function headerChunks(list: ReadonlyArray<{ name: string; dtype: SafeDType; shape: readonly number[]; byteLength: number }>, metadata: Record<string, string> | undefined, where: string): Uint8Array[] {
+  const parts: string[] = [];
+  if (metadata !== undefined) {
+    if (!isPlainObject(metadata)) fail(`metadata must be an object of string -> string, got ${describe(metadata)}`, where);
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') fail(`metadata value of ${showName(k)} must be a string, got ${describe(v)}`, where);
+    }
+    if (Object.keys(metadata).length > 0) parts.push(`"__metadata__":${JSON.stringify({ ...metadata })}`);
+  }
+  // Build the JSON by hand so that a tensor named e.g. "__proto__" is kept as an ordinary key.
+  let offset = 0;
+  for (const t of list) {
+    parts.push(`${JSON.stringify(t.name)}:${JSON.stringify({ dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + t.byteLength] })}`);
+    offset += t.byteLength;
+  }
+  let json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  const pad = (8 - (json.length % 8)) % 8;
+  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  if (json.length > MAX_HEADER_BYTES) fail(`header would be ${json.length} bytes, over the ${MAX_HEADER_BYTES}-byte limit`, where);
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
+  return [len, new Uint8Array(json.buffer, json.byteOffset, json.length)];
+}
+
 /**
  * Serialise tensors to safetensors bytes, as chunks (8-byte length, space-padded header, then each tensor's data,
  * contiguous in sorted-name order). Validates names, dtypes, shapes, data lengths and metadata.
@@ -771,58 +826,19 @@ export function encodeSafetensors(
     : Object.entries(tensors as Record<string, TensorInput>).map(([name, t]) => ({ ...t, name }));
   const seen = new Set<string>();
   for (const t of list) {
-    if (typeof t.name !== 'string') fail(`tensor name must be a string, got ${describe(t.name)}`, where);
+    const want = checkEntry(t, seen, where);
     const w = whereTensor(where, t.name);
-    if (t.name === '__metadata__') fail('"__metadata__" is reserved and cannot be a tensor name', where);
-    if (seen.has(t.name)) fail('duplicate tensor name', w);
-    seen.add(t.name);
-    if (!isSafeDType(t.dtype)) fail(`unknown dtype ${preview(t.dtype)} (supported: ${SAFE_DTYPES.join(', ')})`, w);
-    const shapeErr = validShapeError(t.shape);
-    if (shapeErr) fail(shapeErr, w);
     const data = t.data as unknown;
     if (!ArrayBuffer.isView(data) || data instanceof DataView) fail(`data must be a typed array, got ${describe(data)}`, w);
     const ok = data instanceof Uint8Array || ACCEPTED[t.dtype].some((C) => data instanceof C);
     if (!ok) fail(`data for ${t.dtype} must be a ${ACCEPTED[t.dtype].map((c) => c.name).join(' or ')} (or raw bytes as Uint8Array), got ${data.constructor.name}`, w);
-    const want = numelBig(t.shape) * BigInt(DTYPE_SIZES[t.dtype]);
     if (want !== BigInt(data.byteLength)) {
       fail(`data is ${data.byteLength} bytes but shape ${preview(t.shape)} of ${t.dtype} needs ${showCount(want)}`, w);
     }
   }
-  if (metadata !== undefined) {
-    if (!isPlainObject(metadata)) fail(`metadata must be an object of string -> string, got ${describe(metadata)}`, where);
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') fail(`metadata value of ${showName(k)} must be a string, got ${describe(v)}`, where);
-    }
-  }
-  list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-
-  const header: Record<string, unknown> = {};
-  if (metadata !== undefined && Object.keys(metadata).length > 0) header['__metadata__'] = { ...metadata };
-  const chunks: Uint8Array[] = [];
-  let offset = 0;
-  const entries: [string, unknown][] = [];
-  for (const t of list) {
-    const len = t.data.byteLength;
-    entries.push([t.name, { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + len] }]);
-    offset += len;
-    let bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, len);
-    if (!LITTLE_ENDIAN && !(t.data instanceof Uint8Array)) {
-      bytes = bytes.slice();
-      swapBytesInPlace(bytes, DTYPE_SIZES[t.dtype]);
-    }
-    if (len > 0) chunks.push(bytes);
-  }
-  // Build the JSON by hand so that a tensor named e.g. "__proto__" is kept as an ordinary key.
-  const parts: string[] = [];
-  if (header['__metadata__']) parts.push(`"__metadata__":${JSON.stringify(header['__metadata__'])}`);
-  for (const [k, v] of entries) parts.push(`${JSON.stringify(k)}:${JSON.stringify(v)}`);
-  let json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
-  const pad = (8 - (json.length % 8)) % 8;
-  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  if (json.length > MAX_HEADER_BYTES) fail(`header would be ${json.length} bytes, over the ${MAX_HEADER_BYTES}-byte limit`, where);
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
-  return [len, new Uint8Array(json.buffer, json.byteOffset, json.length), ...chunks];
+  list.sort(byName);
+  const header = headerChunks(list.map((t) => ({ ...t, byteLength: t.data.byteLength })), metadata, where);
+  return [...header, ...list.filter((t) => t.data.byteLength > 0).map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
 }
 
 /** Write tensors to a .safetensors file atomically (temp file + fsync + rename). */
@@ -832,4 +848,36 @@ export function writeSafetensors(
   metadata?: Record<string, string>,
 ): void {
   writeFileAtomic(file, encodeSafetensors(tensors, metadata, file));
+}
+
+/** A tensor for the streaming writer: its header entry, and its little-endian bytes in order, in any chunks. */
+export interface StreamedTensor {
+  name: string;
+  dtype: SafeDType;
+  shape: readonly number[];
+  chunks: () => Iterable<Uint8Array>;
+}
+
+/**
+ * Write a .safetensors file atomically, tensor by tensor and chunk by chunk, so a checkpoint larger than memory
+ * can be written (same layout as writeSafetensors: sorted names, contiguous data). A tensor whose chunks do not
+ * add up to its shape is an error (and the target file is left untouched).
+ */
+export function writeSafetensorsStreaming(file: string, tensors: readonly StreamedTensor[], metadata?: Record<string, string>): void {
+  const seen = new Set<string>();
+  const list = tensors.map((t) => ({ ...t, byteLength: Number(checkEntry(t, seen, file)) })).sort(byName);
+  const header = headerChunks(list, metadata, file);
+  function* bytes(): Generator<Uint8Array> {
+    yield* header;
+    for (const t of list) {
+      let n = 0;
+      for (const c of t.chunks()) {
+        n += c.byteLength;
+        if (n > t.byteLength) break;
+        yield c;
+      }
+      if (n !== t.byteLength) fail(`chunks give ${n > t.byteLength ? 'more than' : n} bytes, shape ${preview(t.shape)} of ${t.dtype} needs ${t.byteLength}`, whereTensor(file, t.name));
+    }
+  }
+  writeFileAtomic(file, bytes());
 }

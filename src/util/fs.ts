@@ -3,8 +3,11 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { UserError } from './errors.ts';
 
-/** Write a file atomically: write a temp file beside it, fsync, then rename over the target. */
-export function writeFileAtomic(file: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+/**
+ * Write a file atomically: write a temp file beside it, fsync, then rename over the target. `data` may be an
+ * iterable of chunks (e.g. a generator), so a large file is streamed rather than held in memory.
+ */
+export function writeFileAtomic(file: string, data: string | Uint8Array | Iterable<Uint8Array>): void {
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true });
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
