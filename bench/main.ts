@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | soak | cli | peer | queue | accuracy.
+ * `npm run bench -- <suite>`: engine | models | emosllm | export | serve | soak | cli | scale | peer | queue | accuracy.
  * Progress goes to stderr; the last line of stdout is one JSON object with the suite's figures.
  */
 import { benchEngine } from './engine.ts';
@@ -14,6 +14,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   serve: async () => (await import('./serve.ts')).benchServe(),
   soak: async () => (await import('./soak.ts')).benchSoak(),
   cli: async () => (await import('./cli.ts')).benchCli(),
+  scale: async () => (await import('./scale.ts')).benchScale(),
   peer: async () => (await import('./peer.ts')).benchPeer(),
   queue: async () => (await import('./queue.ts')).benchQueue(),
   accuracy: async () => (await import('./accuracy.ts')).benchAccuracy(),

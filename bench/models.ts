@@ -101,7 +101,7 @@ function wavlmConfig(s: WavLMShape): Record<string, unknown> {
   };
 }
 
-interface LlamaShape {
+export interface LlamaShape {
   hidden: number;
   layers: number;
   heads: number;
@@ -110,7 +110,7 @@ interface LlamaShape {
   vocab: number;
 }
 
-function llamaConfig(s: LlamaShape): Record<string, unknown> {
+export function llamaConfig(s: LlamaShape): Record<string, unknown> {
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
@@ -214,7 +214,7 @@ function wavlmTensors(s: WavLMShape): TensorSpec[] {
   return t;
 }
 
-function llamaTensors(s: LlamaShape): TensorSpec[] {
+export function llamaTensors(s: LlamaShape): TensorSpec[] {
   const hd = s.hidden / s.heads;
   const t: TensorSpec[] = [{ name: 'model.embed_tokens.weight', shape: [s.vocab, s.hidden], init: U }];
   for (let i = 0; i < s.layers; i++) {
@@ -264,7 +264,7 @@ function* specChunks(t: TensorSpec): Generator<Uint8Array> {
  * The checkpoint folder for `config` + `tensors` under <cacheRoot>/bench-models, written (into a temp folder,
  * then renamed) unless a complete one is already there. The folder name hashes everything that determines it.
  */
-function checkpointFolder(name: string, config: Record<string, unknown>, tensors: TensorSpec[]): string {
+export function checkpointFolder(name: string, config: Record<string, unknown>, tensors: TensorSpec[]): string {
   const key = crypto
     .createHash('sha256')
     .update(JSON.stringify({ v: GENERATOR_VERSION, config, tensors }))
@@ -273,7 +273,7 @@ function checkpointFolder(name: string, config: Record<string, unknown>, tensors
   const root = path.join(cacheRoot(), 'bench-models');
   const dir = path.join(root, `${name}-${key}`);
   if (fs.existsSync(path.join(dir, 'config.json')) && fs.existsSync(path.join(dir, 'model.safetensors'))) {
-    if (!process.env[STAGE_ENV]) log(`${name}: reusing ${dir}`);
+    if (!process.env[STAGE_ENV] && !process.env.EMOSLLM_BENCH_SCALE_STAGE) log(`${name}: reusing ${dir}`);
     return dir;
   }
   const bytes = tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * 4, 0);
@@ -317,7 +317,7 @@ function weightsMode(env: string, dflt: WeightsMode): WeightsMode {
 }
 
 /** Opens the session and makes its feeds (timed), runs warm-up + timed runs, releases it. Returns the median in ms. */
-async function measure(
+export async function measure(
   label: string,
   open: () => Promise<{ session: CompiledGraph; feeds: Record<string, Tensor> }>,
   runs: number,
@@ -344,7 +344,7 @@ async function measure(
 }
 
 /** "finite" or how many values are not, over every float output. */
-function finiteCheck(out: Record<string, Tensor>): string {
+export function finiteCheck(out: Record<string, Tensor>): string {
   let bad = 0;
   let n = 0;
   for (const t of Object.values(out)) {
@@ -376,7 +376,7 @@ async function benchWavLM(name: string, dir: string): Promise<number> {
   );
 }
 
-function tokenIds(n: number, vocab: number, seed: number): BigInt64Array {
+export function tokenIds(n: number, vocab: number, seed: number): BigInt64Array {
   const u = randomArray(n, 0.5, seed);
   return BigInt64Array.from(u, (x) => BigInt(Math.min(vocab - 1, Math.floor((x + 0.5) * vocab))));
 }

@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../../test/fixtures-gen/paths.ts';
+import { REPO_ROOT, emodbDev, tempDir } from '../../test/fixtures-gen/paths.ts';
 import { defaultTrainConfig } from '../train/config.ts';
 import { UserError } from '../util/errors.ts';
 import { addTrainOptions, trainConfigFromCommand } from './train.ts';
@@ -51,6 +52,7 @@ describe('train options generated from the config schema', () => {
       [['--data', 'c', '--batch-size', '0'], '--batch-size', 'batchSize'],
       [['--data', 'c', '--lr', 'fast'], '--lr', 'lr'],
       [['--data', 'c', '--llm-train', 'some'], '--llm-train', 'llmTrain'],
+      [['--data', 'c', '--quantize', 'int2'], '--quantize', 'quantize'],
       [['--data', 'c', '--mapper-width', '2.5'], '--mapper-width', 'mapper.dModel'],
       [['--batch-size', '2'], '--data', 'data'],
     ] as const) {
@@ -66,5 +68,20 @@ describe('train options generated from the config schema', () => {
     expect(errorOf(['--config', file])).toBe(`${file}: lora.r: Too small: expected number to be >0`);
     fs.writeFileSync(file, JSON.stringify({ data: 'corpus', bachSize: 4 }));
     expect(errorOf(['--config', file])).toBe(`${file}: unknown field "bachSize"`);
+  });
+});
+
+describe('train --quantize', () => {
+  it('sets the field; with the LLM trained in full (the tiny default) the run stops with one line before any work', () => {
+    expect(configOf(['--data', 'corpus', '--quantize', 'int4', '--llm-train', 'lora']).quantize).toBe('int4');
+    const out = path.join(tmp, 'quant-full');
+    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin/emosllm.mjs'), 'train', '--data', emodbDev().dir, '--out', out, '--quantize', 'int8', '--steps', '1'], {
+      encoding: 'utf8',
+      env: { ...process.env, EMOSLLM_CACHE_DIR: path.join(tmp, 'cache') },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n').filter((l) => l.startsWith('emosllm:'))).toEqual([
+      "emosllm: error: --quantize int8 freezes the LLM's weights; it cannot be combined with --llm-train full (use lora or frozen)",
+    ]);
   });
 });

@@ -7,18 +7,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
-import { type SafeDType, type SafeTypedArray, SafetensorsCheckpoint } from './safetensors.ts';
-import { TORCH_INDEX_FILE, TorchCheckpoint } from './torch.ts';
+import { type SafeTypedArray, SafetensorsCheckpoint } from './safetensors.ts';
+import { TORCH_INDEX_FILE, TorchCheckpoint, type TorchTensorInfo } from './torch.ts';
 
-export interface CheckpointTensorInfo {
-  name: string;
-  dtype: SafeDType;
-  shape: number[];
-  byteLength: number;
-  /** Present when the tensor's bytes sit row-major in `file` at `offset` (always for safetensors). */
-  file?: string;
-  offset?: number;
-}
+/** A stored tensor; `file`/`offset` are present when its bytes sit row-major in the file (always for safetensors). */
+export type CheckpointTensorInfo = TorchTensorInfo;
 
 export interface TensorCheckpoint {
   readonly source: string;

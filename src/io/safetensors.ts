@@ -607,64 +607,48 @@ export function readIndex(indexFile: string): { metadata: Record<string, unknown
   return { metadata: (md as Record<string, unknown> | undefined) ?? {}, weightMap };
 }
 
-/** A checkpoint: one .safetensors file or a Hugging Face sharded checkpoint, with one API across shards. */
-export class SafetensorsCheckpoint {
-  /** The path opened: the .safetensors file or the index JSON. */
-  readonly source: string;
-  /** The "metadata" object of the index (e.g. total_size), or {} for a single file. */
-  readonly indexMetadata: Record<string, unknown>;
-  /** __metadata__ of the single file, or of the first shard of a sharded checkpoint. */
-  readonly metadata: Record<string, string>;
-  private readonly shards: SafetensorsFile[];
-  private readonly owner: Map<string, SafetensorsFile>;
+/** What a sharded checkpoint needs of one file's reader (SafetensorsFile, or torch's TorchFile). */
+export interface ShardFile<Info> {
+  readonly file: string;
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): Info;
+  readBytes(name: string): Uint8Array;
+  read(name: string): SafeTypedArray;
+  readF32(name: string): Float32Array;
+  readF64(name: string): Float64Array;
+  readI64(name: string): BigInt64Array;
+  close(): void;
+}
 
-  private constructor(source: string, shards: SafetensorsFile[], owner: Map<string, SafetensorsFile>, indexMetadata: Record<string, unknown>) {
-    this.source = source;
-    this.shards = shards;
-    this.owner = owner;
-    this.indexMetadata = indexMetadata;
-    this.metadata = shards[0]?.metadata ?? {};
+/**
+ * Tensors in one file or spread over the shards of an index (weight_map), with one API across them: the
+ * safetensors and the torch checkpoints both are one of these.
+ */
+export class ShardedCheckpoint<F extends ShardFile<Info>, Info> {
+  protected constructor(
+    /** The path opened: the weights file or the index JSON. */
+    readonly source: string,
+    protected readonly shards: F[],
+    private readonly owner: Map<string, F>,
+  ) {}
+
+  /** One file's tensors, all owned by it. */
+  protected static single<F extends ShardFile<unknown>>(f: F): { shards: F[]; owner: Map<string, F> } {
+    return { shards: [f], owner: new Map(f.names().map((n) => [n, f])) };
   }
 
   /**
-   * Open a `model.safetensors.index.json`, a `*.safetensors` file, or a folder holding `model.safetensors`,
-   * `model.safetensors.index.json` or `adapter_model.safetensors` (checked in that order).
+   * The shards an index names, each opened once (`open(shard path, first tensor it holds)`), every tensor
+   * checked to be in the shard the index maps it to; shards opened so far are closed on an error.
    */
-  static open(pathOrDir: string): SafetensorsCheckpoint {
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(pathOrDir);
-    } catch (e) {
-      fail(`cannot open checkpoint: ${errText(e)}`, pathOrDir);
-    }
-    let target = pathOrDir;
-    if (st.isDirectory()) {
-      const candidates = ['model.safetensors', INDEX_FILE, 'adapter_model.safetensors'];
-      const found = candidates.map((c) => path.join(pathOrDir, c)).find((p) => fs.existsSync(p));
-      if (!found) fail(`no safetensors checkpoint in this folder (looked for ${candidates.join(', ')})`, pathOrDir);
-      target = found;
-    }
-    if (target.endsWith('.json')) return SafetensorsCheckpoint.openIndex(target);
-    const f = SafetensorsFile.open(target);
-    const owner = new Map<string, SafetensorsFile>();
-    for (const n of f.names()) owner.set(n, f);
-    return new SafetensorsCheckpoint(target, [f], owner, {});
-  }
-
-  private static openIndex(indexFile: string): SafetensorsCheckpoint {
-    const { metadata, weightMap } = readIndex(indexFile);
-    const dir = path.dirname(indexFile);
-    const byShard = new Map<string, SafetensorsFile>();
-    const owner = new Map<string, SafetensorsFile>();
+  protected static shardsOf<F extends ShardFile<unknown>>(indexFile: string, weightMap: Map<string, string>, open: (shardPath: string, name: string) => F): { shards: F[]; owner: Map<string, F> } {
+    const byShard = new Map<string, F>();
+    const owner = new Map<string, F>();
     try {
       for (const [name, shard] of weightMap) {
         let f = byShard.get(shard);
-        if (!f) {
-          const shardPath = path.join(dir, shard);
-          if (!fs.existsSync(shardPath)) fail(`shard file ${shardPath} (named in ${indexFile}) does not exist`, whereTensor(indexFile, name));
-          f = SafetensorsFile.open(shardPath);
-          byShard.set(shard, f);
-        }
+        if (!f) byShard.set(shard, (f = open(path.join(path.dirname(indexFile), shard), name)));
         if (!f.has(name)) fail(`tensor is mapped to shard ${f.file} by ${indexFile}, but that shard does not contain it`, whereTensor(f.file, name));
         owner.set(name, f);
       }
@@ -672,10 +656,10 @@ export class SafetensorsCheckpoint {
       for (const f of byShard.values()) f.close();
       throw e;
     }
-    return new SafetensorsCheckpoint(indexFile, [...byShard.values()], owner, metadata);
+    return { shards: [...byShard.values()], owner };
   }
 
-  /** Paths of the .safetensors files making up this checkpoint. */
+  /** Paths of the files making up this checkpoint. */
   files(): string[] {
     return this.shards.map((s) => s.file);
   }
@@ -688,17 +672,17 @@ export class SafetensorsCheckpoint {
     return this.owner.has(name);
   }
 
-  private shardOf(name: string): SafetensorsFile {
+  private shardOf(name: string): F {
     const f = this.owner.get(name);
     if (!f) fail(`no such tensor in this checkpoint (${this.owner.size} tensors)`, whereTensor(this.source, name));
     return f;
   }
 
-  info(name: string): TensorInfo {
+  info(name: string): Info {
     return this.shardOf(name).info(name);
   }
 
-  infos(): TensorInfo[] {
+  infos(): Info[] {
     return this.names().map((n) => this.info(n));
   }
 
@@ -724,6 +708,47 @@ export class SafetensorsCheckpoint {
 
   close(): void {
     for (const s of this.shards) s.close();
+  }
+}
+
+/** A checkpoint: one .safetensors file or a Hugging Face sharded checkpoint, with one API across shards. */
+export class SafetensorsCheckpoint extends ShardedCheckpoint<SafetensorsFile, TensorInfo> {
+  /** The "metadata" object of the index (e.g. total_size), or {} for a single file. */
+  readonly indexMetadata: Record<string, unknown>;
+  /** __metadata__ of the single file, or of the first shard of a sharded checkpoint. */
+  readonly metadata: Record<string, string>;
+
+  private constructor(source: string, { shards, owner }: { shards: SafetensorsFile[]; owner: Map<string, SafetensorsFile> }, indexMetadata: Record<string, unknown>) {
+    super(source, shards, owner);
+    this.indexMetadata = indexMetadata;
+    this.metadata = shards[0]?.metadata ?? {};
+  }
+
+  /**
+   * Open a `model.safetensors.index.json`, a `*.safetensors` file, or a folder holding `model.safetensors`,
+   * `model.safetensors.index.json` or `adapter_model.safetensors` (checked in that order).
+   */
+  static open(pathOrDir: string): SafetensorsCheckpoint {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(pathOrDir);
+    } catch (e) {
+      fail(`cannot open checkpoint: ${errText(e)}`, pathOrDir);
+    }
+    let target = pathOrDir;
+    if (st.isDirectory()) {
+      const candidates = ['model.safetensors', INDEX_FILE, 'adapter_model.safetensors'];
+      const found = candidates.map((c) => path.join(pathOrDir, c)).find((p) => fs.existsSync(p));
+      if (!found) fail(`no safetensors checkpoint in this folder (looked for ${candidates.join(', ')})`, pathOrDir);
+      target = found;
+    }
+    if (!target.endsWith('.json')) return new SafetensorsCheckpoint(target, ShardedCheckpoint.single(SafetensorsFile.open(target)), {});
+    const { metadata, weightMap } = readIndex(target);
+    const shards = ShardedCheckpoint.shardsOf(target, weightMap, (shardPath, name) => {
+      if (!fs.existsSync(shardPath)) fail(`shard file ${shardPath} (named in ${target}) does not exist`, whereTensor(target, name));
+      return SafetensorsFile.open(shardPath);
+    });
+    return new SafetensorsCheckpoint(target, shards, metadata);
   }
 }
 

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { UserError } from '../util/errors.ts';
 import { openRegularFile } from '../util/fs.ts';
 import { type ByteSource, BufferSource, PyDict, type PyGlobal, PyTuple, unpickle } from './pickle.ts';
-import { DTYPE_SIZES, readExact, readIndex, type SafeDType, type SafeTypedArray, toF32, toF64, toI64, viewAs } from './safetensors.ts';
+import { DTYPE_SIZES, readExact, readIndex, type SafeDType, type SafeTypedArray, ShardedCheckpoint, type TensorInfo, toF32, toF64, toI64, viewAs } from './safetensors.ts';
 
 /** torch's typed storage classes, by the dtype their bytes hold (torch writes little-endian on every CPU we run on). */
 const STORAGE_DTYPES: Readonly<Record<string, SafeDType>> = {
@@ -50,14 +50,7 @@ interface TorchTensor {
 }
 
 /** A stored tensor; `file`/`offset` are present when its bytes can be read in place (row-major in the file). */
-export interface TorchTensorInfo {
-  name: string;
-  dtype: SafeDType;
-  shape: number[];
-  byteLength: number;
-  file?: string;
-  offset?: number;
-}
+export type TorchTensorInfo = Omit<TensorInfo, 'file' | 'offset'> & Partial<Pick<TensorInfo, 'file' | 'offset'>>;
 
 const LFS_POINTER = 'version https://git-lfs.github.com/spec/';
 
@@ -420,13 +413,7 @@ export class TorchFile {
 export const TORCH_INDEX_FILE = 'pytorch_model.bin.index.json';
 
 /** A torch checkpoint: one `.bin` or a sharded one through its index, with one API across shards. */
-export class TorchCheckpoint {
-  private constructor(
-    readonly source: string,
-    private readonly shards: TorchFile[],
-    private readonly owner: Map<string, TorchFile>,
-  ) {}
-
+export class TorchCheckpoint extends ShardedCheckpoint<TorchFile, TorchTensorInfo> {
   /** Opens a `.bin` file, a `pytorch_model.bin.index.json`, or a folder holding either (or adapter_model.bin). */
   static open(pathOrDir: string): TorchCheckpoint {
     let target = pathOrDir;
@@ -436,74 +423,9 @@ export class TorchCheckpoint {
       if (!found) throw new UserError(`no torch checkpoint in this folder (looked for ${candidates.join(', ')})`, pathOrDir);
       target = found;
     }
-    if (!target.endsWith('.json')) {
-      const f = TorchFile.open(target);
-      return new TorchCheckpoint(target, [f], new Map(f.names().map((n) => [n, f])));
-    }
-    const { weightMap } = readIndex(target);
-    const byShard = new Map<string, TorchFile>();
-    const owner = new Map<string, TorchFile>();
-    try {
-      for (const [name, shard] of weightMap) {
-        let f = byShard.get(shard);
-        if (!f) byShard.set(shard, (f = TorchFile.open(path.join(path.dirname(target), shard))));
-        if (!f.has(name)) throw new UserError(`"${name}" is mapped to ${shard} by the index, but that shard does not hold it`, target);
-        owner.set(name, f);
-      }
-    } catch (e) {
-      for (const f of byShard.values()) f.close();
-      throw e;
-    }
-    return new TorchCheckpoint(target, [...byShard.values()], owner);
-  }
-
-  files(): string[] {
-    return this.shards.map((s) => s.file);
-  }
-
-  names(): string[] {
-    return [...this.owner.keys()].sort();
-  }
-
-  has(name: string): boolean {
-    return this.owner.has(name);
-  }
-
-  private shardOf(name: string): TorchFile {
-    const f = this.owner.get(name);
-    if (!f) throw new UserError(`no tensor "${name}" in this checkpoint`, this.source);
-    return f;
-  }
-
-  info(name: string): TorchTensorInfo {
-    return this.shardOf(name).info(name);
-  }
-
-  infos(): TorchTensorInfo[] {
-    return this.names().map((n) => this.info(n));
-  }
-
-  readBytes(name: string): Uint8Array {
-    return this.shardOf(name).readBytes(name);
-  }
-
-  read(name: string): SafeTypedArray {
-    return this.shardOf(name).read(name);
-  }
-
-  readF32(name: string): Float32Array {
-    return this.shardOf(name).readF32(name);
-  }
-
-  readF64(name: string): Float64Array {
-    return this.shardOf(name).readF64(name);
-  }
-
-  readI64(name: string): BigInt64Array {
-    return this.shardOf(name).readI64(name);
-  }
-
-  close(): void {
-    for (const s of this.shards) s.close();
+    const { shards, owner } = target.endsWith('.json')
+      ? ShardedCheckpoint.shardsOf(target, readIndex(target).weightMap, (shardPath) => TorchFile.open(shardPath))
+      : ShardedCheckpoint.single(TorchFile.open(target));
+    return new TorchCheckpoint(target, shards, owner);
   }
 }

@@ -27,6 +27,7 @@ import { Graph, type Value } from '../graph/ir.ts';
 import { maskedCrossEntropy } from '../graph/nn.ts';
 import { add, concat, dimOf, equal, expand, gather, logSoftmax, mul, neg, not, reduceSum, reshape, shapeOf, slice, softmax, sub } from '../graph/ops.ts';
 import { type CompileOptions, type CompiledGraph, type Tensor, compile, tensor } from '../graph/runtime.ts';
+import type { QuantizeMode } from '../graph/quant.ts';
 import { SafetensorsFile, type TensorInput, writeSafetensors } from '../io/safetensors.ts';
 import { folderOrCachedHub } from '../io/hub.ts';
 import { Rng } from '../util/rng.ts';
@@ -73,6 +74,8 @@ export interface EmoSLLMSpec {
   /** `hub`: the pinned Hub id (org/name@commit) the LLM came from, used when `path` does not exist here */
   llm: { path: string; builtin?: 'tiny'; hub?: string };
   llmTrain: LlmTrain;
+  /** quantised frozen LLM weights (LlamaModelOptions.quantize); not with llmTrain 'full' */
+  quantize?: QuantizeMode;
   lora?: { r: number; alpha: number; targetModules: string[] };
   /**
    * Per-channel normalisation of the encoder states before the mapper, with statistics of the training data
@@ -126,6 +129,8 @@ export interface CreateOptions {
   /** the pinned Hub id (org/name@commit) llmDir was fetched from */
   llmHub?: string;
   llmTrain: LlmTrain;
+  /** quantised frozen LLM weights (LlamaModelOptions.quantize); not with llmTrain 'full' */
+  quantize?: QuantizeMode;
   lora?: { r: number; alpha: number; targetModules: string[] };
   /** overrides of the paper's mapper defaults (camelCase QPMapperConfig keys) */
   mapper?: Partial<QPMapperConfig>;
@@ -184,8 +189,10 @@ export class EmoSLLM {
   static create(o: CreateOptions): EmoSLLM {
     const labels = o.labels;
     if (labels.length < 2) throw new UserError(`need at least two labels, got [${labels.join(', ')}]`);
+    if (o.quantize && o.llmTrain === 'full')
+      throw new UserError(`--quantize ${o.quantize} freezes the LLM's weights; it cannot be combined with --llm-train full (use lora or frozen)`);
     const llmDir = path.resolve(o.llmDir);
-    const llm = LlamaModel.open(llmDir);
+    const llm = LlamaModel.open(llmDir, { quantize: o.quantize });
     const tokenizer = TextTokenizer.load(llmDir);
     const encoder = openFrameEncoder(o.encoder, process.cwd(), o.compile);
     const layers = o.encoderLayers ?? Array.from({ length: encoder.numHiddenStates }, (_, i) => i);

@@ -71,6 +71,7 @@ export const TrainConfigFields = z.strictObject({
   llm: z.string().min(1).default('tiny').meta({ description: 'LLM: the built-in tiny Llama, or a Llama checkpoint folder or Hub id org/name[@rev]', arg: 'tiny|dir|id' }),
   tinyLlm: z.strictObject({ hiddenSize: posInt(), layers: posInt(), heads: posInt() }).optional().meta({ description: 'size of the built-in tiny LLM', cli: false }),
   llmTrain: z.enum(['lora', 'full', 'frozen']).meta({ description: 'how the LLM is adapted' }),
+  quantize: z.enum(['int8', 'int4']).optional().meta({ description: "quantise the frozen LLM's linear layers and embeddings (int8 per channel, int4 in 32x32 tiles); LoRA, mapper, norms and loss stay float32 (not with --llm-train full)" }),
   lora: z
     .strictObject({
       r: posInt().default(8).meta({ description: 'LoRA rank', flag: 'lora-r' }),

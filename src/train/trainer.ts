@@ -208,6 +208,7 @@ export async function train(
     llmBuiltin: c.llm === 'tiny' ? 'tiny' : undefined,
     llmHub: c.llm === 'tiny' ? undefined : pinnedHubId(c.llm, llmDir),
     llmTrain: c.llmTrain,
+    quantize: c.quantize,
     lora: c.lora,
     mapper: c.mapper,
     encoderLayers: c.encoderLayers,
