@@ -5,7 +5,7 @@ import { loadAudio16k } from '../audio/decode.ts';
 import { firstColumn, toCsv } from '../data/csv.ts';
 import { isAudioFile, walkFiles } from '../data/scan.ts';
 import { SEGMENT_MODES, type SegmentMode } from '../audio/segments.ts';
-import { type PredictOptions, addRecordingStats, newGroupStats, predictSamples } from '../eval/predict.ts';
+import { type PredictOptions, gatherSpeakerStats, predictSamples } from '../eval/predict.ts';
 import { EmoSLLM } from '../models/emosllm.ts';
 import { normalizeFlag } from '../models/normalize.ts';
 import { UserError, oneLine } from '../util/errors.ts';
@@ -88,15 +88,16 @@ export async function runPredict(inputs: string[], f: PredictFlags, write: (line
   const maxSeconds = num('--max-seconds', f.maxSeconds) ?? 3600;
   if ((o.normalize ?? model.normalize) === 'speaker') {
     // the files of one call are one speaker's: their statistics first (a file that cannot be read is its error row later)
-    const stats = newGroupStats(model);
-    for (const file of files) {
-      const samples = await loadAudio16k(file, { maxSeconds }).catch((e: unknown) => {
-        if (e instanceof UserError) return undefined;
-        throw e;
-      });
-      if (samples) await addRecordingStats(model, samples, stats, o);
+    async function* recordings() {
+      for (const file of files) {
+        const samples = await loadAudio16k(file, { maxSeconds }).catch((e: unknown) => {
+          if (e instanceof UserError) return undefined;
+          throw e;
+        });
+        if (samples) yield samples;
+      }
     }
-    o.speakerStats = stats.result();
+    o.speakerStats = await gatherSpeakerStats(model, recordings, o);
   }
 
   const done = f.out ? doneFiles(f.out, format) : new Set<string>();

@@ -5,11 +5,11 @@
  *
  * Group normalisation (models/normalize.ts): 'recording' normalises every segment with the statistics of all the
  * recording's segments (each is encoded once, before the first is scored); 'speaker' with a speaker's statistics,
- * which the caller gathers (speakerStats: `predict` takes every file of the call as one speaker's).
+ * which the caller gathers with gatherSpeakerStats (`predict` takes every file of the call as one speaker's).
  */
 import { type SegmentOptions, scoreTimeline, segmentRanges } from '../audio/segments.ts';
 import type { EmoSLLM } from '../models/emosllm.ts';
-import { type ChannelStats, FrameStats, type NormalizeMode } from '../models/normalize.ts';
+import { type ChannelStats, FrameStats, type NormalizeMode, functionalGroupStats } from '../models/normalize.ts';
 import type { ClipStates } from '../models/processor.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -18,8 +18,8 @@ export interface PredictOptions extends SegmentOptions {
   labels?: string[];
   /** group normalisation (default: the model's own, emosllm.json "normalize") */
   normalize?: NormalizeMode;
-  /** 'speaker': the speaker's statistics (speakerStats) */
-  speakerStats?: ChannelStats;
+  /** 'speaker': the speaker's statistics (gatherSpeakerStats) */
+  speakerStats?: SpeakerStats;
   /** checked before every segment: an aborted prediction stops there (a server's timeouts) */
   signal?: AbortSignal;
 }
@@ -54,13 +54,30 @@ async function segmentStates(model: EmoSLLM, samples: Float32Array, o: PredictOp
   return out;
 }
 
-/** Adds a recording's segment states to a group's statistics (a speaker's, gathered over their recordings). */
-export async function addRecordingStats(model: EmoSLLM, samples: Float32Array, stats: FrameStats, o: PredictOptions = {}): Promise<void> {
-  for (const s of (await segmentStates(model, samples, o)).values()) stats.add(s);
+/** A speaker's statistics: of the encoder states, and of the stat token's inputs (models/normalize.ts). */
+export interface SpeakerStats {
+  frames: ChannelStats;
+  /** absent for a mapper without a stat token, or too few segments */
+  functionals?: ChannelStats;
 }
 
-/** Statistics to gather for speaker normalisation, sized for the model's encoder states. */
-export const newGroupStats = (model: EmoSLLM) => new FrameStats(model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
+const newFrameStats = (model: EmoSLLM) => new FrameStats(model.mapperConfig.numHiddenStates, model.mapperConfig.dIn);
+
+/**
+ * One speaker's statistics over their recordings, each cut into the segments predictSamples scores. Two passes
+ * (`recordings` is called once per pass, so long audio is never all in memory): the encoder states' statistics,
+ * then those of the stat token's inputs of the segments normalised with them.
+ */
+export async function gatherSpeakerStats(model: EmoSLLM, recordings: () => AsyncIterable<Float32Array>, o: PredictOptions = {}): Promise<SpeakerStats> {
+  const stats = newFrameStats(model);
+  for await (const samples of recordings()) for (const s of (await segmentStates(model, samples, o)).values()) stats.add(s);
+  const frames = stats.result();
+  if (!model.mapperConfig.statChannels) return { frames };
+  const rows: Float32Array[] = [];
+  for await (const samples of recordings())
+    rows.push(...(await model.clipFunctionals([...(await segmentStates(model, samples, o)).values()].map((s) => model.normalizeGroup(s, frames)))));
+  return { frames, functionals: functionalGroupStats(rows) };
+}
 
 /** Label, probabilities and timeline for 16 kHz mono samples. */
 export async function predictSamples(model: EmoSLLM, samples: Float32Array, o: PredictOptions = {}): Promise<ClipPrediction> {
@@ -72,15 +89,15 @@ export async function predictSamples(model: EmoSLLM, samples: Float32Array, o: P
   let recording: { states: Map<number, ClipStates>; stats: ChannelStats } | undefined;
   if (mode === 'recording') {
     const states = await segmentStates(model, samples, o);
-    const g = newGroupStats(model);
+    const g = newFrameStats(model);
     for (const s of states.values()) g.add(s);
     recording = { states, stats: g.result() };
   }
   const t = await scoreTimeline(samples, { ...segmentOptions(model, o), labels, sampleRate: SR }, async (piece) => {
     const start = piece.byteOffset / Float32Array.BYTES_PER_ELEMENT - samples.byteOffset / Float32Array.BYTES_PER_ELEMENT;
     let states = recording?.states.get(start) ?? (await model.encode([piece]))[0]!;
-    const group = recording?.stats ?? (mode === 'speaker' ? o.speakerStats : undefined);
-    if (group) states = model.normalizeGroup(states, group);
+    if (recording) states = model.normalizeGroup(states, recording.stats);
+    else if (mode === 'speaker') states = model.normalizeGroup(states, o.speakerStats!.frames, o.speakerStats!.functionals);
     return model.scoreStates(states, { transcript: o.transcript, labels });
   });
   return {

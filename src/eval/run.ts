@@ -59,8 +59,7 @@ export async function runEval(f: RunEvalOptions): Promise<EvalResult> {
     for (const w of prep.warnings) log(`warning: ${w}`);
     const normalize = f.normalize ?? model.normalize;
     if (normalize !== 'none') log(`eval: normalize ${normalize}${f.normalize ? '' : ' (the model\'s setting)'}`);
-    const dims = { layers: model.mapperConfig.numHiddenStates, dim: model.mapperConfig.dIn };
-    const transform = await groupNormalization(cache, prep.clips, normalize, dims, model.featureNorm);
+    const transform = await groupNormalization(cache, prep.clips, normalize, model);
     const r = await evaluateClips(model, cache, prep.clips, { transform, onProgress: (d, t) => f.onProgress?.(t + d, 2 * t) });
     fs.mkdirSync(f.out, { recursive: true });
     writeFileAtomic(path.join(f.out, 'metrics.json'), metricsJson(r.metrics, { model: path.resolve(f.model), data: path.resolve(f.data), normalize, skipped: prep.warnings }));

@@ -37,7 +37,7 @@ import type { FrameEncoder } from './encoder.ts';
 import { type EncoderSpec, openFrameEncoder, releaseFrameEncoder } from './frame-encoders.ts';
 import { LlamaModel, causalLmLossAt } from './llama.ts';
 import { type LoraConfig, type LoraTensors, initLora, loadAdapter, loraInputs, saveAdapter, checkAdapter } from './lora.ts';
-import { type ChannelStats, type NormalizeMode, applyTransform, groupTransform, isNormalizeMode } from './normalize.ts';
+import { type ChannelStats, type NormalizeMode, applyTransform, groupTransform, isNormalizeMode, statGroupAffine } from './normalize.ts';
 import { type Batch, type ClipStates, IGNORE_INDEX, answerTensors } from './processor.ts';
 import { DEFAULT_PROMPT, PromptBuilder, type PromptConfig, TextTokenizer } from './prompt.ts';
 import {
@@ -148,6 +148,7 @@ export interface CreateOptions {
 export class EmoSLLM {
   private trainSession?: Promise<CompiledGraph>;
   private scoreSession?: Promise<CompiledGraph>;
+  private functionalsSession?: Promise<CompiledGraph>;
   /** per-channel statistics of the training data's encoder states, [L * D] each (see setFeatureNorm) */
   featureNorm?: { mean: Float32Array; std: Float32Array };
   /** statistics of the stat token's inputs on the training clips (a mapper with statChannels; see setStatNorm) */
@@ -375,7 +376,7 @@ export class EmoSLLM {
   setFeatureNorm(mean: Float32Array, std: Float32Array): void {
     const n = this.mapperConfig.numHiddenStates * this.mapperConfig.dIn;
     if (mean.length !== n || std.length !== n) throw new Error(`setFeatureNorm: ${mean.length}/${std.length} values, need ${n}`);
-    if (this.trainSession || this.scoreSession) throw new Error('setFeatureNorm: graphs are already built');
+    if (this.trainSession || this.scoreSession || this.functionalsSession) throw new Error('setFeatureNorm: graphs are already built');
     if (std.some((x) => !(x > 0))) throw new Error('setFeatureNorm: std must be > 0');
     this.featureNorm = { mean, std };
   }
@@ -397,29 +398,53 @@ export class EmoSLLM {
   async clipFunctionals(clips: ClipStates[]): Promise<Float32Array[]> {
     const cfg = this.mapperConfig;
     if (!cfg.statChannels) throw new Error('clipFunctionals: the mapper has no stat token');
-    const g = new Graph();
-    const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 1, 'T', cfg.dIn]);
-    const fm = g.input('frame_mask', 'int64', [1, 'T']);
-    const s = await compile({ functionals: mapperFunctionals(cfg, this.normalizeStates(hs), not(equal(fm, 0))) }, { name: 'emosllm clip functionals', ...this.compileOptions });
-    try {
-      const out: Float32Array[] = [];
-      for (const c of clips) {
-        const T = Math.max(1, c.frames);
-        const x = new Float32Array(cfg.numHiddenStates * T * cfg.dIn);
-        c.states.forEach((st, l) => x.set(st.subarray(0, c.frames * cfg.dIn), l * T * cfg.dIn));
-        const mask = new BigInt64Array(T).fill(c.frames > 0 ? 1n : 0n);
-        const r = await s.run({ hidden_states: tensor(x, [cfg.numHiddenStates, 1, T, cfg.dIn]), frame_mask: tensor(mask, [1, T]) });
-        out.push(Float32Array.from(r.functionals.data as Float32Array));
-      }
-      return out;
-    } finally {
-      await s.release();
+    this.functionalsSession ??= (() => {
+      const g = new Graph();
+      const hs = g.input('hidden_states', 'float32', [cfg.numHiddenStates, 1, 'T', cfg.dIn]);
+      const fm = g.input('frame_mask', 'int64', [1, 'T']);
+      return compile({ functionals: mapperFunctionals(cfg, this.normalizeStates(hs), not(equal(fm, 0))) }, { name: 'emosllm clip functionals', ...this.compileOptions });
+    })();
+    const s = await this.functionalsSession;
+    const out: Float32Array[] = [];
+    for (const c of clips) {
+      const T = Math.max(1, c.frames);
+      const x = new Float32Array(cfg.numHiddenStates * T * cfg.dIn);
+      c.states.forEach((st, l) => x.set(st.subarray(0, c.frames * cfg.dIn), l * T * cfg.dIn));
+      const mask = new BigInt64Array(T).fill(c.frames > 0 ? 1n : 0n);
+      const r = await s.run({ hidden_states: tensor(x, [cfg.numHiddenStates, 1, T, cfg.dIn]), frame_mask: tensor(mask, [1, T]) });
+      out.push(Float32Array.from(r.functionals.data as Float32Array));
     }
+    return out;
   }
 
-  /** The mapper on raw encoder states: normalisation, stat token (when the mapper has one), audio tokens [B, n_q, H]. */
-  audioTokens(g: Graph, params: Record<string, Value>, hs: Value, frameMask: Value, statKeep?: Value): Value {
-    return buildQPMapper(g, this.mapperConfig, params, this.normalizeStates(hs), frameMask, { statNorm: this.statNorm, statKeep });
+  /**
+   * The mapper on raw encoder states: normalisation, stat token (when the mapper has one), audio tokens [B, n_q, H].
+   * `stat`: the stat token's group standardisation and training dropout (buildQPMapper's statAffine, statKeep).
+   */
+  audioTokens(g: Graph, params: Record<string, Value>, hs: Value, frameMask: Value, stat: { affine?: { scale: Value; shift: Value }; keep?: Value } = {}): Value {
+    return buildQPMapper(g, this.mapperConfig, params, this.normalizeStates(hs), frameMask, { statNorm: this.statNorm, statAffine: stat.affine, statKeep: stat.keep });
+  }
+
+  /** Graph inputs stat_scale / stat_shift [rows, statWidth] (a mapper with a stat token; see statAffineFeeds). */
+  private statAffineInputs(g: Graph, rows: number | string): { scale: Value; shift: Value } | undefined {
+    const w = statWidth(this.mapperConfig);
+    if (!w) return undefined;
+    return { scale: g.input('stat_scale', 'float32', [rows, w]), shift: g.input('stat_shift', 'float32', [rows, w]) };
+  }
+
+  /** Feeds for statAffineInputs: each row's group standardisation (statGroupAffine), identity without a group. */
+  private statAffineFeeds(groups: Array<ChannelStats | undefined>): Record<string, Tensor> {
+    const w = statWidth(this.mapperConfig);
+    if (!w) return {};
+    const scale = new Float32Array(groups.length * w).fill(1);
+    const shift = new Float32Array(groups.length * w);
+    groups.forEach((group, b) => {
+      if (!group) return;
+      const t = statGroupAffine(group, this.statNorm!);
+      scale.set(t.scale, b * w);
+      shift.set(t.shift, b * w);
+    });
+    return { stat_scale: tensor(scale, [groups.length, w]), stat_shift: tensor(shift, [groups.length, w]) };
   }
 
   /** hidden_states [L, B, T, D] -> (x - mean) / std per layer and channel (identity without statistics). */
@@ -438,9 +463,13 @@ export class EmoSLLM {
     return this.spec.normalize ?? 'none';
   }
 
-  /** States normalised with a group's statistics (a speaker's clips, a recording's windows): models/normalize.ts. */
-  normalizeGroup(states: ClipStates, group: ChannelStats): ClipStates {
-    return applyTransform(states, groupTransform(group, this.featureNorm));
+  /**
+   * States normalised with a group's statistics (a speaker's clips, a recording's windows): models/normalize.ts.
+   * `functionals`: the group's statistics of the stat token's inputs (functionalGroupStats of the normalised clips).
+   */
+  normalizeGroup(states: ClipStates, group: ChannelStats, functionals?: ChannelStats): ClipStates {
+    const out = applyTransform(states, groupTransform(group, this.featureNorm));
+    return functionals && this.statNorm ? { ...out, statGroup: functionals } : out;
   }
 
   /** Frames per second of the encoder states. */
@@ -499,7 +528,7 @@ export class EmoSLLM {
     const lossPositions = g.input('loss_positions', 'int64', ['B', 'K']);
     const lossTargets = g.input('loss_targets', 'int64', ['B', 'K']);
     const statKeep = cfg.statChannels ? g.input('stat_keep', 'float32', ['B', statWidth(cfg)]) : undefined;
-    const audioTokens = this.audioTokens(g, mapper, hs, fm, statKeep); // [B, n_q, H]
+    const audioTokens = this.audioTokens(g, mapper, hs, fm, { affine: this.statAffineInputs(g, 'B'), keep: statKeep }); // [B, n_q, H]
     const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
     const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
     const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
@@ -526,7 +555,7 @@ export class EmoSLLM {
     const firstTargets = g.input('first_targets', 'int64', ['C']);
     const answerIds = g.input('answer_ids', 'int64', ['C', 'A']);
     const answerNext = g.input('answer_next', 'int64', ['C', 'A']);
-    const outputs = scoreLabels(g, this.llm, this.audioTokens(g, mapper, hs, fm), promptIds, firstTargets, answerIds, answerNext, lora);
+    const outputs = scoreLabels(g, this.llm, this.audioTokens(g, mapper, hs, fm, { affine: this.statAffineInputs(g, 1) }), promptIds, firstTargets, answerIds, answerNext, lora);
     return compile(outputs, { name: 'emosllm score', ...this.compileOptions });
   }
 
@@ -542,6 +571,7 @@ export class EmoSLLM {
       ...this.paramFeeds(),
       hidden_states: tensor(b.hiddenStates, [L, b.size, b.frames, this.mapperConfig.dIn]),
       ...(this.mapperConfig.statChannels ? { stat_keep: tensor(b.statKeep ?? new Float32Array(b.size * statWidth(this.mapperConfig)).fill(1), [b.size, statWidth(this.mapperConfig)]) } : {}),
+      ...this.statAffineFeeds(b.statGroups),
       frame_mask: tensor(b.frameMask, [b.size, b.frames]),
       text_ids: tensor(b.textIds, [b.size, b.textLen]),
       attention_mask: tensor(b.attentionMask, [b.size, this.mapperConfig.nQueries + b.textLen]),
@@ -581,6 +611,7 @@ export class EmoSLLM {
       ...this.paramFeeds(),
       hidden_states: tensor(hs, [L, 1, T, D]),
       frame_mask: tensor(mask, [1, T]),
+      ...this.statAffineFeeds([states.statGroup]),
       prompt_ids: tensor(BigInt64Array.from(ids, BigInt), [1, ids.length]),
       ...ans,
     });
@@ -601,8 +632,8 @@ export class EmoSLLM {
   }
 
   async release(): Promise<void> {
-    for (const s of [this.trainSession, this.scoreSession]) if (s) await (await s).release();
-    this.trainSession = this.scoreSession = undefined;
+    for (const s of [this.trainSession, this.scoreSession, this.functionalsSession]) if (s) await (await s).release();
+    this.trainSession = this.scoreSession = this.functionalsSession = undefined;
     await this.llm.release();
     await releaseFrameEncoder(this.encoder);
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
-import { FrameStats, applyTransform, groupTransform, statsOf } from './normalize.ts';
+import { FrameStats, MIN_STAT_GROUP_CLIPS, applyTransform, columnStats, functionalGroupStats, groupTransform, statGroupAffine, statsOf } from './normalize.ts';
 import type { ClipStates } from './processor.ts';
 
 /** A clip of `frames` frames whose channel d is offset + spread * noise (2 layers). */
@@ -36,5 +36,35 @@ describe('group normalisation', () => {
     expect(r.std[1]).toBeCloseTo(1e-3, 8);
     const z = applyTransform(c, groupTransform(r));
     expect(Array.from(z.states[0]).map((x) => Math.round(x * 1000) / 1000)).toEqual([-1.225, 0, 0, 0, 1.225, 0]);
+  });
+
+  it("the stat token's group affine turns the training standardisation into the group's own: z-normalised columns", () => {
+    const rng = new Rng('stat-affine');
+    const width = 4;
+    const row = (offset: number, spread: number) => Float32Array.from({ length: width }, (_, j) => offset + j + spread * (rng.next() - 0.5));
+    const training = columnStats(Array.from({ length: 50 }, () => row(0, 10)));
+    const speaker = Array.from({ length: 12 }, () => row(5, 2)); // shifted and narrower than the training set
+    const group = functionalGroupStats(speaker)!;
+    const t = statGroupAffine(group, training);
+    // what the graph computes: z = (f - m_train) / s_train, then z * scale + shift
+    const seen = speaker.map((f) => Float32Array.from(f, (v, j) => ((v - training.mean[j]!) / training.std[j]!) * t.scale[j]! + t.shift[j]!));
+    const after = columnStats(seen);
+    for (let j = 0; j < width; j++) {
+      expect(after.mean[j]).toBeCloseTo(0, 4);
+      expect(after.std[j]).toBeCloseTo(1, 4);
+    }
+    // a group with the training statistics is the identity
+    const id = statGroupAffine(training, training);
+    expect(Array.from(id.scale)).toEqual(Array(width).fill(1));
+    expect(Array.from(id.shift)).toEqual(Array(width).fill(0));
+  });
+
+  it('too few clips give no group statistics of the functionals; a near-constant functional is not blown up', () => {
+    const rows = (n: number) => Array.from({ length: n }, (_, i) => Float32Array.from([i, 3 + 1e-6 * i]));
+    expect(functionalGroupStats(rows(MIN_STAT_GROUP_CLIPS - 1))).toBeUndefined();
+    const g = functionalGroupStats(rows(MIN_STAT_GROUP_CLIPS))!;
+    expect(g.mean[0]).toBeCloseTo((MIN_STAT_GROUP_CLIPS - 1) / 2, 5);
+    const t = statGroupAffine(g, { mean: Float32Array.from([0, 0]), std: Float32Array.from([1, 1]) });
+    expect(t.scale[1]).toBeLessThanOrEqual(20 + 1e-4); // floored at 5% of the training std
   });
 });

@@ -12,6 +12,7 @@
  */
 import { type Tensor, tensor } from '../graph/runtime.ts';
 import type { Rng } from '../util/rng.ts';
+import type { ChannelStats } from './normalize.ts';
 import type { PromptBuilder } from './prompt.ts';
 
 export interface ClipStates {
@@ -19,6 +20,8 @@ export interface ClipStates {
   states: Float32Array[];
   frames: number;
   dim: number;
+  /** the statistics of the stat token's inputs over the clip's group (speaker normalisation: models/normalize.ts) */
+  statGroup?: ChannelStats;
 }
 
 export interface Example {
@@ -54,6 +57,8 @@ export interface Batch {
   /** [B, K] the answer token ids, -100 where a row's answer is shorter */
   lossTargets: BigInt64Array;
   answerLen: number;
+  /** each row's statGroup (ClipStates): the stat token's group standardisation */
+  statGroups: Array<ChannelStats | undefined>;
   /** [B, statWidth]: training dropout of the mapper's stat-token inputs (0, or 1 / (1 - p)); absent = keep all */
   statKeep?: Float32Array;
 }
@@ -132,6 +137,7 @@ export function buildBatch(examples: Example[], prompt: PromptBuilder, opts: Bat
     lossPositions,
     lossTargets,
     answerLen: K,
+    statGroups: examples.map((e) => e.states.statGroup),
   };
 }
 

@@ -300,7 +300,13 @@ export function buildQPMapper(
   params: Record<string, Value>,
   hiddenStates: Value | Value[],
   frameMask: Value,
-  opts: { statNorm?: StatNorm; /** [B, statWidth] factors on the standardised stat inputs (training dropout) */ statKeep?: Value } = {},
+  opts: {
+    statNorm?: StatNorm;
+    /** [B|1, statWidth] z -> z * scale + shift on the standardised stat inputs: a group's own standardisation (models/normalize.ts) */
+    statAffine?: { scale: Value; shift: Value };
+    /** [B, statWidth] factors on the standardised stat inputs (training dropout) */
+    statKeep?: Value;
+  } = {},
 ): Value {
   validateConfig(cfg);
   for (const [name, shape] of qpmapperParamShapes(cfg)) {
@@ -358,6 +364,7 @@ export function buildQPMapper(
         g.scope('stat_token', () => {
           const f = mapperFunctionals(cfg, clean, valid);
           let z = mul(sub(f, g.constant(mean, [statWidth(cfg)], 'float32', 'stat_norm.mean')), g.constant(Float32Array.from(std, (s) => 1 / s), [statWidth(cfg)], 'float32', 'stat_norm.inv_std'));
+          if (opts.statAffine) z = add(mul(z, opts.statAffine.scale), opts.statAffine.shift);
           if (opts.statKeep) z = mul(z, opts.statKeep);
           return unsqueeze(linear(z, P('stat_proj.weight'), P('stat_proj.bias')), [1]);
         }),

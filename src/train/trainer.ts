@@ -31,6 +31,7 @@ import { historyCurves, writeReport } from '../eval/report.ts';
 import { FeatureCache } from '../features/cache.ts';
 import { type ClipRef, prepareClips, statesOf } from '../features/clips.ts';
 import { groupNormalization } from '../features/normalize.ts';
+import { MIN_STAT_GROUP_CLIPS, columnStats } from '../models/normalize.ts';
 import { featureStats } from '../features/stats.ts';
 import { EmoSLLM, MODEL_FILE } from '../models/emosllm.ts';
 import { type EncoderSpec, parseBuiltinEncoder } from '../models/frame-encoders.ts';
@@ -132,20 +133,6 @@ function encoderSpec(c: TrainConfig, encoderDir: string): EncoderSpec {
   return { kind: 'hf', path: path.resolve(encoderDir), ...(hub ? { hub } : {}) };
 }
 
-/** Column means and stds of rows (float64 sums; a constant column gets std 1). */
-function columnStats(rows: Float32Array[]): { mean: Float32Array; std: Float32Array } {
-  const d = rows[0]!.length;
-  const sum = new Float64Array(d);
-  const sq = new Float64Array(d);
-  for (const r of rows) for (let j = 0; j < d; j++) (sum[j] += r[j]!), (sq[j] += r[j]! * r[j]!);
-  const mean = Float32Array.from(sum, (v) => v / rows.length);
-  const std = Float32Array.from(sq, (q, j) => {
-    const v = q / rows.length - mean[j]! ** 2;
-    return v > 1e-12 ? Math.sqrt(v) : 1;
-  });
-  return { mean, std };
-}
-
 /** Micro-batches of one epoch, grouped into optimiser steps (drawn from the epoch's own RNG). */
 function epochPlan(c: TrainConfig, epoch: number, labels: number[], lengths: number[]): number[][][] {
   const rng = new Rng(`${c.seed}:epoch:${epoch}`);
@@ -235,20 +222,29 @@ export async function train(
       model.setFeatureNorm(mean, std);
     }
     // each side's groups from its own clips (validation speakers are not training speakers)
-    const dims = { layers: model.mapperConfig.numHiddenStates, dim: model.mapperConfig.dIn };
-    const trainNorm = await groupNormalization(cache, trainClips, c.normalize, dims, model.featureNorm);
-    const validNorm = await groupNormalization(cache, validClips, c.normalize, dims, model.featureNorm);
-    if (c.normalize !== 'none') log(`normalize: ${c.normalize} (encoder states z-normalised per ${c.normalize} before the mapper)`);
+    if (model.mapperConfig.statChannels) {
+      // the stat token's training statistics, from the functionals of the clips as the mapper sees them
+      const frameNorm = await groupNormalization(cache, trainClips, c.normalize, model, { statToken: false });
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < trainClips.length; i += 32) {
+        const refs = trainClips.slice(i, i + 32);
+        const raw = await statesOf(cache, refs);
+        rows.push(...(await model.clipFunctionals(frameNorm ? raw.map((st, k) => frameNorm(refs[k]!, st)) : raw)));
+      }
+      const { mean, std } = columnStats(rows);
+      model.setStatNorm(mean, std);
+    }
+    const trainNorm = await groupNormalization(cache, trainClips, c.normalize, model);
+    const validNorm = await groupNormalization(cache, validClips, c.normalize, model);
+    if (c.normalize !== 'none')
+      log(
+        `normalize: ${c.normalize} (encoder states z-normalised per ${c.normalize} before the mapper` +
+          (c.normalize === 'speaker' && model.mapperConfig.statChannels ? `, and the stat token's functionals per speaker of >= ${MIN_STAT_GROUP_CLIPS} clips)` : ')'),
+      );
     const modelStates = async (refs: ClipRef[]) => {
       const raw = await statesOf(cache, refs);
       return trainNorm ? raw.map((st, k) => trainNorm(refs[k]!, st)) : raw;
     };
-    if (model.mapperConfig.statChannels) {
-      const rows: Float32Array[] = [];
-      for (let i = 0; i < trainClips.length; i += 32) rows.push(...(await model.clipFunctionals(await modelStates(trainClips.slice(i, i + 32)))));
-      const { mean, std } = columnStats(rows);
-      model.setStatNorm(mean, std);
-    }
 
     const cropFrames = Math.round(c.cropSeconds * model.frameRate);
     const channelGroup = parseBuiltinEncoder(c.encoder) ? model.encoder.hiddenSize / c.fbankStack : model.encoder.hiddenSize;
