@@ -22,6 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { grad } from '../src/graph/autodiff.ts';
+import { cosine } from '../src/graph/gradcheck.ts';
 import { Graph, type Value } from '../src/graph/ir.ts';
 import type { QuantizeMode } from '../src/graph/quant.ts';
 import { type Tensor, cacheRoot, compile, tensor } from '../src/graph/runtime.ts';
@@ -139,17 +140,6 @@ function runStage(stage: string): Promise<{ ms: number; peak: number }> {
   });
 }
 
-function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i] * b[i];
-    aa += a[i] * a[i];
-    bb += b[i] * b[i];
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 export async function benchScale(): Promise<Record<string, number>> {
   const single = process.env[STAGE_ENV];

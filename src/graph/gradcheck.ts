@@ -40,6 +40,20 @@ export function rng(seed: number) {
   };
 }
 
+/** Cosine similarity of two vectors (float64 sums): how well a gradient keeps its direction. */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`cosine: lengths ${a.length} and ${b.length}`);
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!;
+    aa += a[i]! * a[i]!;
+    bb += b[i]! * b[i]!;
+  }
+  return ab / Math.sqrt(aa * bb);
+}
+
 export async function gradcheck(
   inputs: GradcheckInput[],
   build: (xs: Value[]) => Value,

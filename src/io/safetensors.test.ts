@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rng } from '../graph/gradcheck.ts';
 import { UserError } from '../util/errors.ts';
 import {
   DTYPE_SIZES,
@@ -606,17 +607,6 @@ describe('sharded checkpoints', () => {
 // -----------------------------------------------------------------------------------------------------------------
 
 describe('malformed files (fuzz)', () => {
-  /** Deterministic PRNG (mulberry32). */
-  function rng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
 
   function validFile(): Uint8Array {
     const tensors: NamedTensorInput[] = [

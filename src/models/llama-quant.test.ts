@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { grad } from '../graph/autodiff.ts';
+import { cosine } from '../graph/gradcheck.ts';
 import { Graph, topoSort } from '../graph/ir.ts';
 import type { QuantizeMode } from '../graph/quant.ts';
 import { compile, tensor } from '../graph/runtime.ts';
@@ -23,17 +24,6 @@ function fixture(name: string): string {
   return dir;
 }
 
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i] * b[i];
-    aa += a[i] * a[i];
-    bb += b[i] * b[i];
-  }
-  return ab / Math.sqrt(aa * bb);
-};
 
 /** Loss and every LoRA gradient of the llama_lora_grad batch, with the base model quantised (or not). */
 async function loraGradients(quantize: QuantizeMode | undefined) {
