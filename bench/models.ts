@@ -21,7 +21,7 @@
  *  - EMOSLLM_BENCH_SMALL=1: tiny shapes (seconds), for smoke tests.
  *  - EMOSLLM_BENCH_ONLY=wavlm_base_plus,llama_fwd,...: run a subset (names: wavlm_base_plus, wavlm_large,
  *    llama_fwd, llama_lora); skipped figures are reported as -1.
- *  - EMOSLLM_BENCH_LLAMA_WEIGHTS / EMOSLLM_BENCH_LORA_WEIGHTS = prepacked | shared: the weights mode of the
+ *  - EMOSLLM_BENCH_LLAMA_LAYOUT / EMOSLLM_BENCH_LORA_LAYOUT = rows | columns: the activations' layout (llama.ts) of the
  *    forward / LoRA graphs (defaults below, chosen by measurement; see the constants).
  *  - EMOSLLM_BENCH_IN_PROCESS=1: run every stage in this process instead of one child process per stage (see
  *    runStageProcess for why the default is a process per stage).
@@ -42,12 +42,12 @@ import { LlamaModel, type LlamaForwardOptions, causalLmLoss } from '../src/model
 import { type LoraConfig, initLora, loraFeeds, loraInputs } from '../src/models/lora.ts';
 import { fillRandom, log, median, peakRssMb, randomArray, round, rssMb, timeit } from './util.ts';
 
-type WeightsMode = NonNullable<LlamaForwardOptions['weights']>;
+type LayoutMode = NonNullable<LlamaForwardOptions['layout']>;
 
-/** Weights mode of the measured forward (prepacked: ORT repacks every weight once, fastest products). */
-const DEFAULT_FWD_WEIGHTS: WeightsMode = 'prepacked';
-/** Weights mode of the LoRA step (shared: one copy of the frozen weights, forward and backward). */
-const DEFAULT_LORA_WEIGHTS: WeightsMode = 'shared';
+/** Layout of the measured forward (rows: ORT prepacks every weight once, fastest products). */
+const DEFAULT_FWD_LAYOUT: LayoutMode = 'rows';
+/** Layout of the LoRA step (columns: one copy of the frozen weights, read in place by forward and backward). */
+const DEFAULT_LORA_LAYOUT: LayoutMode = 'columns';
 
 /** Bump when the generated checkpoints change (names, values, layout): old folders are then not reused. */
 const GENERATOR_VERSION = 1;
@@ -309,10 +309,10 @@ const mem = () => {
   return `rss ${Math.round(r.total)} MB (anon ${Math.round(r.anon)}, files ${Math.round(r.file)}), peak ${Math.round(peakRssMb())} MB`;
 };
 
-function weightsMode(env: string, dflt: WeightsMode): WeightsMode {
+function layoutMode(env: string, dflt: LayoutMode): LayoutMode {
   const v = process.env[env];
   if (v === undefined || v === '') return dflt;
-  if (v !== 'prepacked' && v !== 'shared') throw new Error(`${env} must be "prepacked" or "shared", got "${v}"`);
+  if (v !== 'rows' && v !== 'columns') throw new Error(`${env} must be "rows" or "columns", got "${v}"`);
   return v;
 }
 
@@ -396,14 +396,14 @@ async function llamaSession(
   }
 }
 
-async function benchLlamaForward(dir: string, weights: WeightsMode): Promise<number> {
+async function benchLlamaForward(dir: string, layout: LayoutMode): Promise<number> {
   const ids = tokenIds(LLAMA_TOKENS, LLAMA_1B.vocab, 21);
   return measure(
-    `llama-1b forward 128 (${weights})`,
+    `llama-1b forward 128 (${layout})`,
     () =>
       llamaSession(dir, 'bench-llama-fwd', (model, g) => {
         const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
-        return { outputs: { logits: model.forward(g, { inputIds, weights }).logits }, feeds: { input_ids: tensor(ids, [1, LLAMA_TOKENS]) } };
+        return { outputs: { logits: model.forward(g, { inputIds, layout }).logits }, feeds: { input_ids: tensor(ids, [1, LLAMA_TOKENS]) } };
       }),
     runsFor(5),
     2,
@@ -411,7 +411,7 @@ async function benchLlamaForward(dir: string, weights: WeightsMode): Promise<num
   );
 }
 
-async function benchLlamaLora(dir: string, weights: WeightsMode): Promise<number> {
+async function benchLlamaLora(dir: string, layout: LayoutMode): Promise<number> {
   const config: LoraConfig = {
     r: 8,
     loraAlpha: 16,
@@ -431,13 +431,13 @@ async function benchLlamaLora(dir: string, weights: WeightsMode): Promise<number
   };
   let gradNames: string[] = [];
   const ms = await measure(
-    `llama-1b LoRA fwd+bwd 128 (${weights})`,
+    `llama-1b LoRA fwd+bwd 128 (${layout})`,
     () =>
       llamaSession(dir, 'bench-llama-lora', (model, g) => {
         const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
         const labels = g.input('labels', 'int64', ['batch', 'seq']);
         const { params, inputs } = loraInputs(g, config, model.linearModules());
-        const out = model.forward(g, { inputIds, lora: params, weights });
+        const out = model.forward(g, { inputIds, lora: params, layout });
         const { loss } = causalLmLoss(out.logits, labels);
         const keys = [...inputs.keys()];
         const grads = grad(loss, [...inputs.values()]);
@@ -484,13 +484,13 @@ const STAGES: Stage[] = [
     id: 'llama_fwd',
     key: 'llama_1b_fwd_128_ms',
     checkpoint: llamaCheckpoint,
-    run: (dir) => benchLlamaForward(dir, weightsMode('EMOSLLM_BENCH_LLAMA_WEIGHTS', DEFAULT_FWD_WEIGHTS)),
+    run: (dir) => benchLlamaForward(dir, layoutMode('EMOSLLM_BENCH_LLAMA_LAYOUT', DEFAULT_FWD_LAYOUT)),
   },
   {
     id: 'llama_lora',
     key: 'llama_1b_lora_fwd_bwd_128_ms',
     checkpoint: llamaCheckpoint,
-    run: (dir) => benchLlamaLora(dir, weightsMode('EMOSLLM_BENCH_LORA_WEIGHTS', DEFAULT_LORA_WEIGHTS)),
+    run: (dir) => benchLlamaLora(dir, layoutMode('EMOSLLM_BENCH_LORA_LAYOUT', DEFAULT_LORA_LAYOUT)),
   },
 ];
 

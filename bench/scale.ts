@@ -78,7 +78,7 @@ async function lora(dir: string, mode: Mode): Promise<number> {
         const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
         const labels = g.input('labels', 'int64', ['batch', 'seq']);
         const { params, inputs } = loraInputs(g, LORA, model.linearModules());
-        const { loss } = causalLmLoss(model.forward(g, { inputIds, lora: params, weights: 'shared' }).logits, labels);
+        const { loss } = causalLmLoss(model.forward(g, { inputIds, lora: params, layout: 'columns' }).logits, labels);
         keys = [...inputs.keys()];
         const grads = grad(loss, [...inputs.values()]);
         const outputs: Record<string, Value> = { loss };
@@ -113,7 +113,7 @@ async function forward(dir: string, mode: Mode): Promise<number> {
     () =>
       session(dir, mode, (model, g) => {
         const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
-        return { outputs: { logits: model.forward(g, { inputIds, weights: mode === 'fp32' ? 'prepacked' : 'shared' }).logits }, feeds: { input_ids: tensor(ids, [1, TOKENS]) } };
+        return { outputs: { logits: model.forward(g, { inputIds, layout: mode === 'fp32' ? 'rows' : 'columns' }).logits }, feeds: { input_ids: tensor(ids, [1, TOKENS]) } };
       }),
     runs(),
     1,

@@ -530,7 +530,7 @@ export class EmoSLLM {
     const statKeep = cfg.statChannels ? g.input('stat_keep', 'float32', ['B', statWidth(cfg)]) : undefined;
     const audioTokens = this.audioTokens(g, mapper, hs, fm, { affine: this.statAffineInputs(g, 'B'), keep: statKeep }); // [B, n_q, H]
     const embeds = concat([audioTokens, this.llm.embed(g, textIds)], 1); // audio tokens first
-    const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, weights: 'shared' });
+    const out = this.llm.forward(g, { inputsEmbeds: embeds, attentionMask, lora, logitsFor: lossPositions, layout: 'columns' });
     const { sum, count } = causalLmLossAt(out.logits, lossTargets, IGNORE_INDEX);
     const grads = grad(sum, all);
     const outputs: Record<string, Value> = { sum, count };

@@ -35,7 +35,7 @@ async function loraGradients(quantize: QuantizeMode | undefined) {
   const mask = g.input('attention_mask', 'int64', ['b', 'l']);
   const labels = g.input('labels', 'int64', ['b', 'l']);
   const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
-  const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, weights: 'shared' });
+  const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, layout: 'columns' });
   const { loss } = causalLmLoss(out.logits, labels);
   const keys = [...inputs.keys()];
   const grads = grad(loss, [...inputs.values()]);

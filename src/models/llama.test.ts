@@ -148,19 +148,19 @@ describe('LlamaModel', () => {
   });
 });
 
-describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same model", () => {
+describe("layouts 'rows' and 'columns' compute the same model", () => {
   it('logits, hidden states, loss and every LoRA / input gradient agree; generate agrees', async () => {
     const model = LlamaModel.open(fixture('llama'));
     const adapter = loadAdapter(fixture('llama_lora'));
     const exp = SafetensorsCheckpoint.open(path.join(fixture('llama_lora_grad'), 'expected.safetensors'));
     const results = [];
-    for (const weights of ['prepacked', 'shared'] as const) {
+    for (const layout of ['rows', 'columns'] as const) {
       const g = new Graph();
       const embeds = g.input('inputs_embeds', 'float32', ['b', 'l', 64]);
       const mask = g.input('attention_mask', 'int64', ['b', 'l']);
       const labels = g.input('labels', 'int64', ['b', 'l']);
       const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
-      const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, outputHiddenStates: true, weights });
+      const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, outputHiddenStates: true, layout });
       const { loss } = causalLmLoss(out.logits, labels);
       const grads = grad(loss, [embeds, ...inputs.values()]);
       const outputs: Record<string, Value> = { loss, logits: out.logits, h1: out.hiddenStates![1], h2: out.hiddenStates![2] };
@@ -186,7 +186,7 @@ describe("weights 'prepacked' (rows) and 'shared' (columns) compute the same mod
     }
     exp.close();
     const prompt = [53, 158, 109, 290, 241, 190, 205, 160];
-    const shared = await model.generate(prompt, 6, { compile: { cacheDir }, weights: 'shared' });
+    const shared = await model.generate(prompt, 6, { compile: { cacheDir }, layout: 'columns' });
     expect(shared).toEqual([53, 158, 109, 290, 241, 190, 205, 160, 169, 169, 169, 227, 19, 19]);
     await model.release();
   });
@@ -206,12 +206,12 @@ describe('attention_bias / mlp_bias', () => {
         c.mlp_bias = true;
       },
     );
-  const logits = async (dir: string, weights: 'prepacked' | 'shared') => {
+  const logits = async (dir: string, layout: 'rows' | 'columns') => {
     const model = LlamaModel.open(dir);
     const exp = SafetensorsCheckpoint.open(path.join(fixture('llama'), 'expected.safetensors'));
     const g = new Graph();
     const ids = g.input('input_ids', 'int64', ['b', 'l']);
-    const s = await compile({ logits: model.forward(g, { inputIds: ids, weights }).logits }, { cacheDir });
+    const s = await compile({ logits: model.forward(g, { inputIds: ids, layout }).logits }, { cacheDir });
     const r = await s.run({ input_ids: tensor(exp.readI64('input_ids').slice(0, 8), [1, 8]) }); // row 0 is unpadded
     await s.release();
     const ref = exp.readF32('single.0.logits');
@@ -221,15 +221,15 @@ describe('attention_bias / mlp_bias', () => {
   const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
   it('zero biases reproduce the bias-free reference in both weight modes', async () => {
     const dir = withBiases(() => 0);
-    for (const mode of ['prepacked', 'shared'] as const) {
+    for (const mode of ['rows', 'columns'] as const) {
       const { got, ref } = await logits(dir, mode);
       expect(maxDiff(got, ref), mode).toBeLessThan(1e-4);
     }
   });
   it('non-zero biases are applied, identically in both weight modes', async () => {
     const dir = withBiases((i) => 0.05 * Math.sin(i + 1));
-    const a = await logits(dir, 'prepacked');
-    const b = await logits(dir, 'shared');
+    const a = await logits(dir, 'rows');
+    const b = await logits(dir, 'columns');
     expect(maxDiff(a.got, a.ref)).toBeGreaterThan(1e-2);
     expect(maxDiff(a.got, b.got)).toBeLessThan(1e-4);
   });
@@ -251,7 +251,7 @@ describe('causal-LM loss on the scored positions only', () => {
     const positions = g.input('positions', 'int64', ['b', 'k']);
     const targets = g.input('targets', 'int64', ['b', 'k']);
     const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
-    const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, logitsFor: positions, weights: 'shared' });
+    const out = model.forward(g, { inputsEmbeds: embeds, attentionMask: mask, lora: params, logitsFor: positions, layout: 'columns' });
     const { loss } = causalLmLossAt(out.logits, targets);
     const keys = [...inputs.keys()];
     const grads = grad(loss, [...inputs.values()]);

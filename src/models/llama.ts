@@ -8,8 +8,8 @@
  * Performance notes (the frozen model is multi-GB; every op below is chosen to avoid copies):
  *  - Frozen weights are file-backed initializers: ONNX Runtime reads them from the checkpoint file; nothing
  *    passes through JS. Each Linear is one 2-D Gemm on the stored [out, in] weight, never a transposed copy.
- *    `weights: 'prepacked'` (rows layout, default) lets ONNX Runtime prepack every weight: fastest products,
- *    ~12 s to open a 1B session. `weights: 'shared'` (columns layout) reads the weights unpacked in place,
+ *    `layout: 'rows'` (activations as rows, default) lets ONNX Runtime prepack every weight: fastest products,
+ *    ~12 s to open a 1B session. `layout: 'columns'` (activations as columns) reads the weights unpacked in place,
  *    forward and backward alike: one copy in training, sessions open in ~1-2 s (see LlamaForwardOptions).
  *  - cos/sin of RoPE are computed once per forward from the position ids and shared by all layers.
  *  - GQA never materialises repeated K/V: queries are viewed as [B, kv, n_rep, L, D] and multiplied with
@@ -278,15 +278,15 @@ export interface LlamaForwardOptions {
   /** skip the lm_head (e.g. when only hidden states are wanted) */
   noLogits?: boolean;
   /**
-   * How the products use the frozen weights (results are the same either way):
-   *  - 'prepacked' (default): activations are rows [B*L, C] and ONNX Runtime repacks every weight at session
+   * The activations' layout, which decides how the products use the frozen weights (results are the same either way):
+   *  - 'rows' (default): activations are rows [B*L, C] and ONNX Runtime repacks every weight at session
    *    creation (~12 s for a 1B model) for the fastest forward. A backward through it makes ONNX Runtime keep
    *    a second packed copy of every weight.
    *  - 'shared': activations are columns [C, B*L] and every weight is read unpacked, in place, by the forward
    *    and the backward alike: one copy (1B LoRA step: 7 GB instead of 11.6 GB peak), sessions open in ~2 s,
    *    products ~15% slower. Use it for graphs that will be differentiated.
    */
-  weights?: 'prepacked' | 'shared';
+  layout?: 'rows' | 'columns';
 }
 
 export interface LlamaForwardOutput {
@@ -432,7 +432,7 @@ export class LlamaModel {
   private readonly quantConsts = new WeakMap<Graph, Map<string, Value[]>>();
   /** quantised weights by tensor name, made once per model and shared by its graphs */
   private readonly quantized = new Map<string, QuantizedWeight>();
-  private session?: { graph: CompiledGraph; weights: LlamaForwardOptions['weights'] };
+  private session?: { graph: CompiledGraph; layout: LlamaForwardOptions['layout'] };
 
   constructor(
     readonly config: LlamaConfig,
@@ -681,7 +681,7 @@ export class LlamaModel {
     const pastLen = o.pastKeyValues ? dimScalar(o.pastKeyValues[0].key, 2) : undefined;
 
     // quantised products read their own packed layouts, so they always run on rows
-    const s = g.scope('model', () => new Layout(x3, cfg.headDim, o.weights === 'shared' && !this.opts.quantize));
+    const s = g.scope('model', () => new Layout(x3, cfg.headDim, o.layout === 'columns' && !this.opts.quantize));
     const [rope, mask] = g.scope('model', () => {
       let pos = o.positionIds;
       if (!pos) {
@@ -748,8 +748,8 @@ export class LlamaModel {
    * are loaded once. Inputs: input_ids and position_ids [B, L], past.{i}.key/value [B, kv, P, D] (P = 0 for
    * the prompt), logits_for [B, 1]; outputs: logits [B, 1, V] and present.{i}.key/value [B, kv, P+L, D].
    */
-  async generationSession(opts: CompileOptions = {}, weights: LlamaForwardOptions['weights'] = 'prepacked'): Promise<CompiledGraph> {
-    if (this.session && this.session.weights === weights) return this.session.graph;
+  async generationSession(opts: CompileOptions = {}, layout: LlamaForwardOptions['layout'] = 'rows'): Promise<CompiledGraph> {
+    if (this.session && this.session.layout === layout) return this.session.graph;
     await this.release();
     const { numHiddenLayers: N, numKeyValueHeads: kv, headDim: D } = this.config;
     const g = new Graph();
@@ -760,14 +760,14 @@ export class LlamaModel {
       value: g.input(`past.${i}.value`, 'float32', ['batch', kv, 'past', D]),
     }));
     const logitsFor = g.input('logits_for', 'int64', ['batch', 1]);
-    const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor, weights });
+    const out = this.forward(g, { inputIds: ids, positionIds, pastKeyValues: past, useCache: true, logitsFor, layout });
     const outputs: Record<string, Value> = { logits: out.logits };
     out.presentKeyValues!.forEach((kvp, i) => {
       outputs[`present.${i}.key`] = kvp.key;
       outputs[`present.${i}.value`] = kvp.value;
     });
     const graph = await compile(outputs, { name: 'llama-generate', ...opts });
-    this.session = { graph, weights };
+    this.session = { graph, layout };
     return graph;
   }
 
@@ -779,9 +779,9 @@ export class LlamaModel {
   async generate(
     promptIds: ArrayLike<number>,
     maxNewTokens: number,
-    opts: { eos?: number | number[] | null; compile?: CompileOptions; weights?: LlamaForwardOptions['weights'] } = {},
+    opts: { eos?: number | number[] | null; compile?: CompileOptions; layout?: LlamaForwardOptions['layout'] } = {},
   ): Promise<number[]> {
-    const session = await this.generationSession(opts.compile, opts.weights);
+    const session = await this.generationSession(opts.compile, opts.layout);
     const { numHiddenLayers: N, vocabSize: V, numKeyValueHeads: kv, headDim: D } = this.config;
     const eos = new Set(opts.eos === undefined ? this.config.eosTokenId : opts.eos === null ? [] : [opts.eos].flat());
     const out = Array.from(promptIds);

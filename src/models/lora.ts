@@ -19,9 +19,9 @@ import type { LoraParams } from './llama.ts';
 import type { Weights } from './weights.ts';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
-export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+export const ADAPTER_LAYOUT = 'adapter_model.safetensors';
 /** What PEFT wrote before it saved safetensors by default. */
-const ADAPTER_WEIGHTS_TORCH = 'adapter_model.bin';
+const ADAPTER_LAYOUT_TORCH = 'adapter_model.bin';
 
 export interface LoraConfig {
   r: number;
@@ -139,8 +139,8 @@ export function targetedModules(cfg: LoraConfig, modules: ModuleShapes, where = 
 /** Loads adapter_config.json + adapter_model.safetensors, or the older adapter_model.bin (tensors as float32). */
 export function loadAdapter(dir: string): LoraAdapter {
   const config = readAdapterConfig(dir);
-  const file = [ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_TORCH].map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
-  if (!file) throw new UserError(`no ${ADAPTER_WEIGHTS} (or ${ADAPTER_WEIGHTS_TORCH}) in the adapter folder`, dir);
+  const file = [ADAPTER_LAYOUT, ADAPTER_LAYOUT_TORCH].map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
+  if (!file) throw new UserError(`no ${ADAPTER_LAYOUT} (or ${ADAPTER_LAYOUT_TORCH}) in the adapter folder`, dir);
   const ck = openCheckpoint(file);
   try {
     const tensors: LoraTensors = new Map();
@@ -161,7 +161,7 @@ export function loadAdapter(dir: string): LoraAdapter {
  * lora_B [out, r]; keys for modules that are not targeted are an error (they would be silently ignored).
  */
 export function checkAdapter(adapter: LoraAdapter, modules: ModuleShapes): Map<string, { in: number; out: number }> {
-  const where = adapter.dir ? path.join(adapter.dir, ADAPTER_WEIGHTS) : ADAPTER_WEIGHTS;
+  const where = adapter.dir ? path.join(adapter.dir, ADAPTER_LAYOUT) : ADAPTER_LAYOUT;
   const targets = targetedModules(adapter.config, modules, adapter.dir ? path.join(adapter.dir, ADAPTER_CONFIG) : ADAPTER_CONFIG);
   const r = adapter.config.r;
   const expected = new Set<string>();
@@ -188,7 +188,7 @@ export function saveAdapter(dir: string, tensors: LoraTensors, config: LoraConfi
   fs.mkdirSync(dir, { recursive: true });
   const st: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [k, t] of tensors) st[k] = { dtype: 'F32', shape: t.shape, data: t.data };
-  writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), st, { format: 'pt' });
+  writeSafetensors(path.join(dir, ADAPTER_LAYOUT), st, { format: 'pt' });
   const json = {
     alpha_pattern: {},
     auto_mapping: null,

@@ -311,7 +311,7 @@ export async function checkLoraGradFolder(dir: string, name: string, opts: Compi
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = g.input('labels', 'int64', ['batch', 'seq']);
   const { params, inputs } = loraInputs(g, adapter.config, model.linearModules());
-  const out = model.forward(g, { inputsEmbeds: embeds, attentionMask, lora: params, weights: 'shared' });
+  const out = model.forward(g, { inputsEmbeds: embeds, attentionMask, lora: params, layout: 'columns' });
   const { loss, perToken } = causalLmLoss(out.logits, labels, tc.ignoreIndex);
   const keys = [...inputs.keys()];
   const grads = grad(loss, [embeds, ...inputs.values()]);
