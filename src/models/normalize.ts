@@ -12,13 +12,11 @@
  * normalisation), and ONNX exports keep one graph.
  *
  * The stat token (qpmapper.ts) needs its own speaker normalisation. Its functionals (mean, std, percentiles...)
- * move with an affine change of the frames, so normalising the frames leaves their spread across speakers almost
- * untouched: the group's own statistics of each functional do the work. Leave-one-speaker-out UA of the classical
- * peer on emodb-dev (scratch measurement, fbank+mfcc+prosody functionals, RBF SVM): raw 68.4%, frames
- * speaker-normalised 67.3%, functionals speaker-normalised 75.5%. So in speaker mode the graph's stat-token
- * standardisation z = (f - m_train) / s_train is followed by z * scale + shift = (f - m_group) / s_group
- * (statGroupAffine), for groups of at least MIN_STAT_GROUP_CLIPS clips (fewer give no usable spread; they keep
- * the training statistics).
+ * follow an affine change of the frames, so normalising the frames removes a speaker's offset and scale but not
+ * how the speaker's clips spread in each functional; the classical peer z-normalises each functional within each
+ * speaker, and so does speaker mode here: the graph's stat-token standardisation z = (f - m_train) / s_train is
+ * followed by z * scale + shift = (f - m_group) / s_group (statGroupAffine), for groups of at least
+ * MIN_STAT_GROUP_CLIPS clips (fewer give no usable spread; they keep the training statistics).
  */
 import { UserError } from '../util/errors.ts';
 import type { ClipStates } from './processor.ts';
