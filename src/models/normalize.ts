@@ -19,16 +19,12 @@
  * MIN_STAT_GROUP_CLIPS clips (fewer give no usable spread; they keep the training statistics).
  */
 import { UserError } from '../util/errors.ts';
-import type { ClipStates } from './processor.ts';
+import type { ChannelStats, ClipStates } from './processor.ts';
 
 export type NormalizeMode = 'none' | 'speaker' | 'recording';
 export const NORMALIZE_MODES: readonly NormalizeMode[] = ['none', 'speaker', 'recording'];
 
-export interface ChannelStats {
-  /** [layers * dim] */
-  mean: Float32Array;
-  std: Float32Array;
-}
+export type { ChannelStats };
 
 /** Smallest group std: a channel that is constant within a group (digital silence) is not blown up. */
 const MIN_GROUP_STD = 1e-3;

@@ -12,8 +12,14 @@
  */
 import { type Tensor, tensor } from '../graph/runtime.ts';
 import type { Rng } from '../util/rng.ts';
-import type { ChannelStats } from './normalize.ts';
 import type { PromptBuilder } from './prompt.ts';
+
+/** Per-channel mean and std of a group (models/normalize.ts). */
+export interface ChannelStats {
+  /** [layers * dim] */
+  mean: Float32Array;
+  std: Float32Array;
+}
 
 export interface ClipStates {
   /** one [frames, dim] row-major matrix per selected encoder layer */
